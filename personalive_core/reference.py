@@ -1,0 +1,108 @@
+"""Reference attention: appearance from the reference UNet injected into the denoising UNet.
+
+The reference UNet is run on a clean latent (the reference image, or later a historical keyframe)
+at t=0; each of its spatial transformer blocks records the normalised tokens it self-attends over.
+Every denoising-UNet block at the same position then self-attends over its own tokens followed by
+the recorded reference tokens and, after them, the historical keyframes' tokens.
+"""
+import torch
+
+from .unet import transformer_blocks
+
+
+class _Slot:
+    """Recorded tokens of one block position, with their projected keys/values cached."""
+
+    def __init__(self, cache_kv):
+        self.features = []  # [reference, keyframe 1, keyframe 2, ...], each (B, L, C)
+        self.cache_kv = cache_kv
+        self._kv = None
+
+    def append(self, feature):
+        self.features.append(feature)
+        self._kv = None
+
+    def kv(self, attn, dtype):
+        if self._kv is not None:
+            return self._kv
+        tokens = torch.cat([f.to(dtype) for f in self.features], dim=1)
+        kv = attn.project_kv(tokens)
+        if self.cache_kv:
+            self._kv = kv
+        return kv
+
+    def __call__(self, block, n, frames):
+        k_self, v_self = block.attn1.project_kv(n)
+        k_ref, v_ref = self.kv(block.attn1, n.dtype)
+        rep = n.shape[0] // k_ref.shape[0]
+        k = torch.cat([k_self, k_ref.repeat_interleave(rep, dim=0)], dim=2)
+        v = torch.cat([v_self, v_ref.repeat_interleave(rep, dim=0)], dim=2)
+        return block.attn1.attend(n, k, v)
+
+
+class _Recorder:
+    def __init__(self, out):
+        self.out = out
+
+    def __call__(self, block, n, frames):
+        self.out.append(n)
+        return block.attn1(n)
+
+
+class ReferenceAttention:
+    """Owns the reference bank of a (reference UNet, denoising UNet) pair.
+
+    `bank_dtype`: the official code stores the recorded tokens as float16 whatever the model
+    dtype (so an fp32 run sees fp16-rounded reference tokens); parity keeps that (None: keep the
+    model dtype). `cache_kv`: project each block's bank to keys/values once per reference/keyframe
+    instead of at every chunk (same numbers, less work).
+    """
+
+    def __init__(self, reference_unet, denoising_unet, bank_dtype=torch.float16, cache_kv=True):
+        self.reference_unet = reference_unet
+        self.readers = dict(transformer_blocks(denoising_unet))
+        self.writers = dict(transformer_blocks(reference_unet))
+        if self.readers.keys() != self.writers.keys():
+            raise ValueError("reference and denoising UNets have different transformer layouts")
+        self.bank_dtype = bank_dtype
+        self.cache_kv = cache_kv
+        self.slots = {}
+        self.keyframes = 0
+
+    def record(self, latents, context):
+        """Run the reference UNet at t=0 on clean latents (B, 4, h, w); return tokens per block."""
+        tokens = {name: [] for name in self.writers}
+        for name, block in self.writers.items():
+            block.reference = _Recorder(tokens[name])
+        try:
+            unet = self.reference_unet
+            t = torch.zeros(latents.shape[0], device=latents.device, dtype=unet.dtype)
+            unet(latents.to(unet.dtype), t, context.to(unet.dtype))
+        finally:
+            for block in self.writers.values():
+                block.reference = None
+        return {name: feats[0] for name, feats in tokens.items()}
+
+    def _stored(self, feature):
+        return feature.to(self.bank_dtype) if self.bank_dtype else feature
+
+    def set_tokens(self, tokens):
+        """Use recorded reference tokens (from `record`) for every later denoiser pass."""
+        self.clear()
+        for name, feature in tokens.items():
+            slot = _Slot(self.cache_kv)
+            slot.append(self._stored(feature))
+            self.slots[name] = slot
+            self.readers[name].reference = slot
+
+    def add_keyframe(self, latents, context):
+        """Historical keyframe: a past clean output frame becomes extra reference tokens."""
+        for name, feature in self.record(latents, context).items():
+            self.slots[name].append(self._stored(feature))
+        self.keyframes += 1
+
+    def clear(self):
+        for block in self.readers.values():
+            block.reference = None
+        self.slots = {}
+        self.keyframes = 0

@@ -1,0 +1,154 @@
+"""Micro-chunk streaming: a reference once, then 4 driving frames in → 4 clean frames out.
+
+Order of work per chunk (the official online wrapper's, so that the same weights and noise give
+the same frames):
+  hybrid motion of the 4 frames (3D keypoints rendered → PoseGuider; face crops → MotEncoder)
+  → a fresh latent chunk at t=999 joins the window → one denoiser pass over the 16 frames
+  → DDIM step; the oldest chunk leaves as its predicted clean latents
+  → historical keyframe test on that chunk's first frame.
+The first chunk also fills the warm-up part of the window by motion-interpolated initialisation
+(MII): keypoints and motion tokens interpolated from the reference to the first driving frame.
+
+Noise contract: one `torch.Generator("cpu")` seeded once; `torch.randn` in float32, then cast:
+(1, 4, 12, h, w) when the reference is set, then (1, 4, 4, h, w) per chunk.
+"""
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .history import HistoricalKeyframes, KeyframeSettings
+from .keypoints import KeypointTracker, draw_keypoints, face_boxes
+from .motion import crop_faces, interpolate
+from .reference import ReferenceAttention
+from .scheduler import DistilledDDIM
+from .window import CHUNK, CHUNKS, MicroChunkWindow, window_timesteps
+
+LATENT_SCALE = 0.18215
+WARMUP = (CHUNKS - 1) * CHUNK  # 12 motion-interpolated frames before the first driving frame
+KEYPOINT_SIZE = 256  # the motion extractor's input size
+FACE_SIZE = 224  # the MotEncoder's input size
+
+
+@dataclass
+class Settings:
+    """`official_quirks`: reproduce the official wrapper's numerical oddities, needed for
+    frame-exact parity: reference tokens rounded to float16 whatever the model dtype; noise
+    coefficients rounded to the latent dtype; the first driving frame's keypoints taken from a
+    separate batch-of-one call. Off, the maths is the same without those roundings."""
+    official_quirks: bool = True
+    cache_reference_kv: bool = True
+    keyframes: KeyframeSettings = field(default_factory=KeyframeSettings)
+
+
+@dataclass
+class Reference:
+    """Everything the streaming needs from the reference portrait, computed once."""
+    image: torch.Tensor  # (3, H, W) in [-1, 1]: face crop source for the reference motion
+    cond: torch.Tensor  # (1, 3, 256, 256) in [0, 1]: motion extractor input
+    context: torch.Tensor  # (1, 1, D) CLIP image embedding
+    latents: torch.Tensor  # (1, 4, h, w) scaled VAE latents
+    tokens: dict  # reference attention tokens per transformer block
+
+    @property
+    def size(self):
+        return self.image.shape[-2], self.image.shape[-1]
+
+    def to(self, device):
+        moved = {k: v.to(device) for k, v in self.tokens.items()}
+        return Reference(self.image.to(device), self.cond.to(device), self.context.to(device),
+                         self.latents.to(device), moved)
+
+
+class StreamingSession:
+    def __init__(self, models, reference, seed=0, settings=None):
+        self.models = models
+        self.settings = settings or Settings()
+        bank_dtype = torch.float16 if self.settings.official_quirks else None
+        self.attention = ReferenceAttention(models.reference_unet, models.denoising_unet,
+                                            bank_dtype, self.settings.cache_reference_kv)
+        self.scheduler = DistilledDDIM()
+        self.window = MicroChunkWindow()
+        self.seed = seed
+        self.set_reference(reference)
+
+    # -- reference ---------------------------------------------------------------------------
+    def set_reference(self, reference):
+        """(Re)start the stream on `reference`: clears the window, keyframes and noise stream."""
+        m = self.models
+        self.reference = reference.to(m.device)
+        self.generator = torch.Generator("cpu").manual_seed(self.seed)
+        self.window.clear()
+        self.attention.set_tokens(self.reference.tokens)
+        self.keypoints = KeypointTracker(m.motion_extractor, self.reference.cond,
+                                         separate_first_frame=self.settings.official_quirks)
+        self.history = None
+        self.chunks_done = 0
+        t = window_timesteps(m.device)[:WARMUP]
+        self.window.latents.extend(self._noised_reference(WARMUP, t))
+
+    def reset(self):
+        self.set_reference(self.reference)
+
+    def _noised_reference(self, frames, timesteps):
+        m = self.models
+        h, w = self.reference.latents.shape[-2:]
+        noise = torch.randn((1, 4, frames, h, w), generator=self.generator, dtype=torch.float32)
+        noise = noise.to(m.device, m.dtype)[0].transpose(0, 1)  # (b c f h w) → (f, c, h, w)
+        clean = self.reference.latents.to(m.dtype).expand(frames, -1, -1, -1)
+        coef = None if self.settings.official_quirks else torch.float32
+        return self.scheduler.add_noise(clean, noise, timesteps, coef).to(m.dtype)
+
+    # -- motion ------------------------------------------------------------------------------
+    def _hybrid_motion(self, frames):
+        """Pose features and motion tokens for the new driving frames (plus MII on the first)."""
+        m = self.models
+        small = F.interpolate(frames, (KEYPOINT_SIZE, KEYPOINT_SIZE), mode="bilinear", align_corners=False) / 2 + 0.5
+        size = frames.shape[-1]
+        first = self.history is None
+        pose_kps, driving_kps = (self.keypoints.start if first else self.keypoints.step)(small)
+        pose_img = draw_keypoints(pose_kps, size)
+        pose = m.pose_guider(pose_img.to(m.dtype))
+        crops = crop_faces(frames, face_boxes(driving_kps, size), FACE_SIZE)
+        if first:
+            ref_crop = crop_faces(self.reference.image[None], face_boxes(pose_kps[:1], size), FACE_SIZE)
+            crops = torch.cat([ref_crop.to(crops.dtype), crops])
+        motion = m.motion_encoder(crops.transpose(0, 1)[None])[0]  # (frames, 32, 16)
+        if first:
+            ref_motion, motion = motion[:1], motion[1:]
+            self.history = HistoricalKeyframes(ref_motion, self.settings.keyframes)
+            warm = interpolate(ref_motion[None], motion[None, :1], WARMUP + 1)[0, :-1]
+            motion = torch.cat([warm, motion])
+        return pose, motion
+
+    # -- streaming ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def push(self, frames):
+        """frames: (4, 3, H, W) driving frames in [-1, 1] at the reference size.
+        Returns the 4 finished latents (4, 4, h, w), scaled, in the model dtype."""
+        m = self.models
+        if frames.ndim != 4 or frames.shape[0] != CHUNK or tuple(frames.shape[-2:]) != self.reference.size:
+            raise ValueError(f"expected a chunk of {CHUNK} frames of size {self.reference.size}, "
+                             f"got {tuple(frames.shape)}")
+        frames = frames.to(m.device, torch.float32)
+        pose, motion = self._hybrid_motion(frames)
+        self.window.pose.extend(pose)
+        self.window.motion.extend(motion)
+        t999 = window_timesteps(m.device)[-1:]
+        self.window.latents.append(self._noised_reference(CHUNK, t999))
+        latents, pose, motion = self.window.inputs()
+        distance = self.history.distance(motion[0], self.chunks_done)
+        t = window_timesteps(m.device)
+        eps = m.denoising_unet(latents, t, self.reference.context.to(m.dtype), frames=latents.shape[0],
+                               motion=motion.to(m.dtype), pose=pose)
+        prev, x0 = self.scheduler.step(eps, t, latents)
+        denoised = torch.cat([x0[:CHUNK], prev[CHUNK:]]).to(m.dtype)
+        if self.history.accept(motion[0], distance):
+            self.attention.add_keyframe(x0[:1].to(m.dtype), self.reference.context.to(m.dtype))
+        self.chunks_done += 1
+        return self.window.advance(denoised)
+
+
+def decode(vae, latents):
+    """Scaled latents (N, 4, h, w) → frames (N, H, W, 3) in [0, 1], float32."""
+    return vae.decode(latents / LATENT_SCALE).float()

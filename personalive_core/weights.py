@@ -1,0 +1,78 @@
+"""Reading published checkpoints safely and checking that they cover a module exactly.
+
+The official code loads three of its six files with `strict=False`, which silently leaves random
+weights behind a renamed or truncated checkpoint. Here every component must match its module key
+for key and shape; anything else stops with the file name and the offending keys.
+"""
+import os
+
+import torch
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+
+
+class WeightsError(ValueError):
+    """A checkpoint is missing, unreadable or does not fit its module."""
+
+
+def read_state_dict(path):
+    """Tensors of a .safetensors or a pickled state dict (tensors only, `weights_only=True`)."""
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            sd = load_file(path)
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # corrupt file, or a pickle holding more than tensors
+        raise WeightsError(f"cannot read weights from {path}: {e}") from e
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors")
+    return sd
+
+
+def find_weights(folder, stem):
+    """`folder/stem.<suffix>`, preferring .safetensors; None if absent."""
+    for suffix in WEIGHT_SUFFIXES:
+        path = os.path.join(folder, stem + suffix)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _listing(keys, limit=6):
+    keys = sorted(keys)
+    more = f" … (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def coverage(module, sd, optional=()):
+    """(missing, unexpected, wrong_shape) keys of `sd` against `module`'s state dict.
+    Keys ending in one of `optional` may be absent (deterministic buffers)."""
+    own = module.state_dict()
+    missing = {k for k in own if k not in sd and not k.endswith(tuple(optional))}
+    unexpected = {k for k in sd if k not in own}
+    wrong = {k for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)}
+    return missing, unexpected, wrong
+
+
+def load_exact(module, sd, source, optional=()):
+    """Copy `sd` into `module`, failing with a clear message unless it covers it exactly."""
+    missing, unexpected, wrong = coverage(module, sd, optional)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
+    if wrong:
+        own = module.state_dict()
+        shown = [f"{k} {tuple(sd[k].shape)} vs expected {tuple(own[k].shape)}" for k in sorted(wrong)[:4]]
+        problems.append(f"{len(wrong)} keys of the wrong shape: " + "; ".join(shown))
+    if problems:
+        raise WeightsError(f"{source} does not fit the {type(module).__name__}: " + "; ".join(problems)
+                           + ". Is this the right file (see `python -m personalive_core check-weights`)?")
+    module.load_state_dict(sd, strict=False)
+    return module
