@@ -100,7 +100,7 @@ def _pick(boxes, shape):
 
 def _detect_cascade(grey, min_px):
     frontal, profile = _cascades()
-    kw = dict(scaleFactor=1.1, minNeighbors=5, minSize=(min_px, min_px))
+    kw = dict(scaleFactor=1.15, minNeighbors=4, minSize=(min_px, min_px))
     for cascade in frontal:
         found = cascade.detectMultiScale(grey, **kw)
         if len(found):
@@ -115,13 +115,20 @@ def _detect_cascade(grey, min_px):
 
 
 # Template geometry in face-box coordinates; calibrated so that its boxes match the frontal
-# cascade's on PersonaLive's demo frames (median centre error 2.5 % of the face size).
-_T_SIZE = 24                          # face-box side in template pixels
+# cascade's on PersonaLive's demo frames (median centre error ~2 % of the face size).
+_T_SIZE = 24                             # face-box side in template pixels
 _T_X, _T_Y = (0.12, 0.88), (0.22, 0.92)  # the part of the face box the template covers
-_T_BOX_GAIN = 1.25                    # template scale → cascade-sized box
-_SIZE_BIAS = 0.06                     # score bonus per octave of face size, see _detect_template
-_MIN_STD = 8.0                        # grey levels; flat patches give meaningless correlations
-MIN_TEMPLATE_SCORE = 0.4
+_T_BOX_GAIN = 1.25                       # template scale → cascade-sized box
+_SIZE_BIAS = 0.06                        # score bonus per octave of face size, see _detect_template
+_MIN_STD = 8.0                           # grey levels; flat patches give meaningless correlations
+MIN_CORRELATION = 0.45
+MIN_CONTRAST = 0.4                       # see _face_evidence
+MIN_DETAIL = 0.3
+MAX_FACE = 0.8                           # × short side: larger faces leave the crop mostly padding
+# regions (u range, v range) in face-box coordinates for the contrast tests
+_EYES = ((0.20, 0.36), (0.64, 0.80)), (0.36, 0.47)
+_CHEEKS_V, _BRIDGE_U, _BRIDGE_V = (0.53, 0.65), (0.45, 0.55), (0.36, 0.48)
+_MOUTH = (0.38, 0.62), (0.76, 0.84)
 
 
 @lru_cache(maxsize=1)
@@ -141,6 +148,34 @@ def _face_template():
     return t.astype(np.float32)
 
 
+def _region_means(integral, u, v, ys, xs):
+    """Mean of region (u, v) (face-box coords) for the template positions (ys, xs)."""
+    (c0, c1), (r0, r1) = ([round((a - lo) * _T_SIZE) for a in rng] for rng, lo in ((u, _T_X[0]), (v, _T_Y[0])))
+    s = integral[ys + r1, xs + c1] - integral[ys + r0, xs + c1] - integral[ys + r1, xs + c0] + integral[ys + r0, xs + c0]
+    return s / ((r1 - r0) * (c1 - c0))
+
+
+def _face_evidence(level, std, ys, xs):
+    """The weakest of five face cues, for the template positions (ys, xs) (≥ 0 where all hold):
+    each eye darker than the cheek below it, the nose bridge lighter than both eyes, the mouth
+    darker than the cheeks (in units of the window's std, less MIN_CONTRAST), and more detail
+    (gradient energy) in the eye band than on the smoother cheek (relative, less MIN_DETAIL).
+    A correlation is an average that half a face or clutter can earn; requiring every cue at
+    once is what rejects most non-faces."""
+    ii = cv2.integral(level)
+    eyes = [_region_means(ii, u, _EYES[1], ys, xs) for u in _EYES[0]]
+    cheeks = [_region_means(ii, u, _CHEEKS_V, ys, xs) for u in _EYES[0]]
+    bridge = _region_means(ii, _BRIDGE_U, _BRIDGE_V, ys, xs)
+    mouth = _region_means(ii, *_MOUTH, ys, xs)
+    contrast = np.minimum.reduce([cheeks[0] - eyes[0], cheeks[1] - eyes[1], bridge - np.maximum(*eyes),
+                                  (cheeks[0] + cheeks[1]) / 2 - mouth]) / std[ys, xs]
+    grad = cv2.integral(cv2.magnitude(cv2.Sobel(level, cv2.CV_32F, 1, 0), cv2.Sobel(level, cv2.CV_32F, 0, 1)))
+    eye_detail = _region_means(grad, (_EYES[0][0][0], _EYES[0][1][1]), _EYES[1], ys, xs)
+    cheek_detail = np.minimum(*(_region_means(grad, u, _CHEEKS_V, ys, xs) for u in _EYES[0]))
+    detail = (eye_detail - cheek_detail) / (eye_detail + cheek_detail + 1e-3)
+    return np.minimum(contrast - MIN_CONTRAST, detail - MIN_DETAIL)
+
+
 def _local_std(img, th, tw, out_shape):
     """Std of every th×tw window (top-left anchored), cropped to matchTemplate's output shape."""
     box = lambda a: cv2.boxFilter(a, -1, (tw, th), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)  # noqa: E731
@@ -150,32 +185,44 @@ def _local_std(img, th, tw, out_shape):
 
 
 def _detect_template(grey, min_px, step=1.12):
-    """Best template match over a scale pyramid, as (x, y, w, h) in `grey` pixels, or None.
+    """Best template match that passes `_face_evidence`, over a scale pyramid, as (x, y, w, h)
+    in `grey` pixels, or None.
 
-    Hair partings and foreheads mimic the brow/eye pattern at a smaller scale, so the score
-    carries a small bonus for larger faces; acceptance uses the raw correlation.
+    Hair partings and foreheads mimic the brow/eye pattern at a smaller scale, so the choice
+    between levels carries a small bonus for larger faces; acceptance uses the raw correlation.
     """
     t = _face_template()
     th, tw = t.shape
     g = grey.astype(np.float32)
     best, face = None, float(min_px)
-    while face <= min(g.shape):
+    while face <= MAX_FACE * min(g.shape):
         f = _T_SIZE / face
         level = cv2.resize(g, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
         if level.shape[0] < th or level.shape[1] < tw:
             break
         ncc = cv2.matchTemplate(level, t, cv2.TM_CCOEFF_NORMED)
-        ncc[_local_std(level, th, tw, ncc.shape) < _MIN_STD] = -1
-        _, raw, _, (x, y) = cv2.minMaxLoc(ncc)
-        score = raw + _SIZE_BIAS * math.log2(face / min_px)
-        if raw >= MIN_TEMPLATE_SCORE and (best is None or score > best[0]):
-            dx, dy = _subpixel(ncc, x, y)
-            side = face * _T_BOX_GAIN
-            cx = (x + dx) / f - _T_X[0] * face + face / 2
-            cy = (y + dy) / f - _T_Y[0] * face + face / 2
-            best = (score, (cx - side / 2, cy - side / 2, side, side))
+        std = _local_std(level, th, tw, ncc.shape)
+        ys, xs = np.nonzero((ncc >= MIN_CORRELATION) & (std >= _MIN_STD))
+        keep = _face_evidence(level, std, ys, xs) >= 0
+        if keep.any():
+            ys, xs = ys[keep], xs[keep]
+            k = int(np.argmax(ncc[ys, xs]))
+            x, y, raw = int(xs[k]), int(ys[k]), float(ncc[ys[k], xs[k]])
+            biased = raw + _SIZE_BIAS * math.log2(face / min_px)
+            if best is None or biased > best[0]:
+                dx, dy = _subpixel(ncc, x, y)
+                best = (biased, _template_to_box(x + dx, y + dy, f))
         face *= step
-    return None if best is None else best[1]
+    if best is None:
+        return None
+    cx, cy, side = best[1]
+    return (cx - side / 2, cy - side / 2, side, side)
+
+
+def _template_to_box(x, y, f):
+    """Template position (top-left, level pixels) at scale f → face box (cx, cy, side) in grey pixels."""
+    face = _T_SIZE / f
+    return (x / f + (0.5 - _T_X[0]) * face, y / f + (0.5 - _T_Y[0]) * face, face * _T_BOX_GAIN)
 
 
 def _subpixel(r, x, y):
@@ -314,7 +361,7 @@ class FaceTracker:
     a fast turn) and restart the filter there.
     """
 
-    def __init__(self, scale=DEFAULT_SCALE, shift=0.0, min_cutoff=0.02, beta=2.0, max_jump=0.5,
+    def __init__(self, scale=DEFAULT_SCALE, shift=0.0, min_cutoff=0.02, beta=8.0, max_jump=0.5,
                  max_zoom=1.5, relock=3, refine=None, refine_size=256, **detect_kw):
         self.box_kw = dict(scale=scale, shift=shift, refine=refine, refine_size=refine_size, **detect_kw)
         self.max_jump, self.log_zoom, self.relock = max_jump, math.log(max_zoom), relock

@@ -142,9 +142,8 @@ class CLIPImageEncoder(nn.Module):
         return self.visual_projection(self.vision_model(pixels.to(w.device, w.dtype)))
 
 
-def infer_config(sd, file, base=None):
-    """Shape-derived config; `base` (e.g. from a config.json) supplies heads / activation / eps."""
-    base = base or {}
+def infer_config(sd, file):
+    """Config from the tensor shapes; heads = hidden/64 and quick_gelu, as in OpenAI's ViT-B/L."""
     try:
         hidden = sd["vision_model.embeddings.class_embedding"].shape[0]
         patch = sd["vision_model.embeddings.patch_embedding.weight"]
@@ -153,20 +152,21 @@ def infer_config(sd, file, base=None):
         projection = sd["visual_projection.weight"].shape[0]
     except KeyError as e:
         raise ValueError(f"{file}: missing {e.args[0]}; expected {EXPECTED}") from None
+    if hidden % 64:
+        raise ValueError(f"{file}: cannot infer the head count for width {hidden}; "
+                         "put the model's config.json beside it")
     layers = {int(k.split(".")[3]) for k in sd if k.startswith("vision_model.encoder.layers.")}
     return CLIPVisionConfig(
         hidden_size=hidden, intermediate_size=fc1.shape[0], num_hidden_layers=max(layers) + 1,
-        num_attention_heads=base.get("num_attention_heads", hidden // 64),
-        image_size=math.isqrt(positions - 1) * patch.shape[-1], patch_size=patch.shape[-1],
-        num_channels=patch.shape[1], projection_dim=projection,
-        layer_norm_eps=base.get("layer_norm_eps", 1e-5), hidden_act=base.get("hidden_act", "quick_gelu"))
+        num_attention_heads=hidden // 64, image_size=math.isqrt(positions - 1) * patch.shape[-1],
+        patch_size=patch.shape[-1], num_channels=patch.shape[1], projection_dim=projection)
 
 
 def load_image_encoder(path, device="cpu", dtype=torch.float32, config=None):
     """Load a directory (config.json + model.safetensors / pytorch_model.bin) or a single weight file.
 
     The config comes from `config` (dict), else `config.json` beside the weights, else the tensor
-    shapes (then heads = hidden/64, quick_gelu: true for OpenAI ViT-B/L, not for every CLIP).
+    shapes (`infer_config`).
     """
     path = Path(path)
     file = first_existing(path, WEIGHT_NAMES, EXPECTED) if path.is_dir() else path

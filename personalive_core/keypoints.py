@@ -240,8 +240,9 @@ def _canvas_hw(size):
 
 
 def _pixel_points(kps, height, width):
-    """Selected keypoints -> integer pixel (x, y), (N, 7) each: arithmetic in the kps dtype, then truncation."""
-    pts = kps[:, list(SELECTED)] * 0.5 + 0.5
+    """Selected keypoints -> integer pixel (x, y), (N, 7) each: arithmetic in the kps dtype, then truncation.
+    Picked with slices: an index list would be a host tensor copied synchronously to the device."""
+    pts = torch.cat([kps[:, i:i + 1] for i in SELECTED], dim=1) * 0.5 + 0.5
     return (pts[..., 0] * width).long(), (pts[..., 1] * height).long()
 
 
@@ -251,11 +252,12 @@ def draw_keypoints(kps, size=512):
     x, y = _pixel_points(kps, h, w)
     cols = torch.arange(w, device=kps.device)
     rows = torch.arange(h, device=kps.device)[:, None]
-    colors = torch.tensor(COLORS, dtype=torch.float32, device=kps.device) / 255.0
-    canvas = torch.zeros(kps.shape[0], 3, h, w, dtype=torch.float32, device=kps.device)
-    for i in range(len(SELECTED)):
-        d2 = (x[:, i, None, None] - cols) ** 2 + (y[:, i, None, None] - rows) ** 2
-        canvas += colors[i].view(1, 3, 1, 1) * (d2 <= RADIUS_SQ)[:, None]
+    canvas = kps.new_zeros((kps.shape[0], 3, h, w), dtype=torch.float32)
+    for i, colour in enumerate(COLORS):
+        disc = (x[:, i, None, None] - cols) ** 2 + (y[:, i, None, None] - rows) ** 2 <= RADIUS_SQ
+        for c, v in enumerate(colour):
+            if v:  # python scalars, so no colour table has to be uploaded
+                canvas[:, c] += disc * (v / 255.0)
     return canvas.clamp(0, 1)
 
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from . import image_encoder as clip
-from . import vae as vae_mod
+from .image_encoder import load_image_encoder
 from .keypoints import MotionExtractor
 from .motion import MotEncoder
 from .pose_guider import PoseGuider
 from .unet import UNet, UNetConfig
+from .vae import load_vae
 from .weights import WeightsError, find_weights, load_exact, read_state_dict
 
 PERSONALIVE_FILES = ("denoising_unet", "reference_unet", "pose_guider", "motion_encoder",
@@ -27,7 +27,7 @@ IMAGE_ENCODER_DIRS = ("sd-image-variations-diffusers/image_encoder", "image_enco
 VAE_DIRS = ("sd-vae-ft-mse", "vae")
 BASE_UNET_DIR = "sd-image-variations-diffusers/unet"
 # deterministic sinusoid tables: published files may or may not carry them
-OPTIONAL_BUFFERS = ("pos_encoder.pe",)
+OPTIONAL_BUFFERS = ("pos_encoder.pe", "idx_tensor")
 
 
 @dataclass
@@ -115,7 +115,7 @@ def build_reference_unet(sd, source):
 def _build(cls, path):
     sd = read_state_dict(path)
     try:
-        module = cls.from_state_dict(sd)
+        module = cls(**cls.config_from_state_dict(sd))
     except (KeyError, ValueError, IndexError) as e:
         raise WeightsError(f"{path} is not a {cls.__name__} checkpoint ({e})") from e
     return load_exact(module, sd, path, OPTIONAL_BUFFERS)
@@ -160,7 +160,7 @@ def load_models(root, device="cpu", dtype=torch.float32):
         pose_guider=_build(PoseGuider, need("pose_guider")),
         motion_encoder=_build(MotEncoder, need("motion_encoder")),
         motion_extractor=_build(MotionExtractor, need("motion_extractor")),
-        image_encoder=clip.load(_require(layout.image_encoder, "image encoder folder", root)),
-        vae=vae_mod.load(_require(layout.vae, "VAE folder", root)),
+        image_encoder=load_image_encoder(_require(layout.image_encoder, "image encoder folder", root)),
+        vae=load_vae(_require(layout.vae, "VAE folder", root)),
     )
     return models.to(device, dtype)

@@ -214,7 +214,11 @@ def _bilinear_taps(start, stop, out, dtype):
     size = (stop - start).clamp(min=1)[:, None]
     scale = size.to(dtype) / out
     dst = torch.arange(out, device=start.device, dtype=dtype)
-    src = (scale * (dst + 0.5) - 0.5).clamp(min=0)
+    # The CPU and CUDA kernels evaluate scale·(dst+0.5)−0.5 as one fused multiply-add (a single
+    # rounding); the exact product in float64 reproduces that, which matters: an ulp of a source
+    # position near 500 moves the sample by 3e-5. (MPS has no float64: plain rounding there.)
+    wide = torch.float32 if start.device.type == "mps" else torch.float64
+    src = (scale.to(wide) * (dst.to(wide) + 0.5) - 0.5).to(dtype).clamp(min=0)
     i0 = torch.minimum(src.floor().long(), size - 1)
     lam1 = (src - i0).clamp(0, 1)
     i1 = i0 + (i0 < size - 1).long()

@@ -13,11 +13,11 @@ class PoseGuider(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.conv_out_modify = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
 
-    @classmethod
-    def from_state_dict(cls, sd):
+    @staticmethod
+    def config_from_state_dict(sd):
         n = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
         widths = [sd["conv_in.weight"].shape[0]] + [sd[f"blocks.{i}.weight"].shape[0] for i in range(1, n, 2)]
-        return cls(sd["conv_out_modify.weight"].shape[0], tuple(widths))
+        return dict(out_channels=sd["conv_out_modify.weight"].shape[0], widths=tuple(widths))
 
     def forward(self, x):
         """x: (N, 3, H, W) keypoint images in [0, 1] → (N, C, H/8, W/8)."""

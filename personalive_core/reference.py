@@ -5,9 +5,30 @@ at t=0; each of its spatial transformer blocks records the normalised tokens it 
 Every denoising-UNet block at the same position then self-attends over its own tokens followed by
 the recorded reference tokens and, after them, the historical keyframes' tokens.
 """
+from dataclasses import dataclass
+
 import torch
 
 from .unet import transformer_blocks
+
+
+@dataclass
+class Reference:
+    """Everything the streaming needs from the reference portrait, computed once."""
+    image: torch.Tensor  # (3, H, W) in [-1, 1]: face crop source for the reference motion
+    cond: torch.Tensor  # (1, 3, 256, 256) in [0, 1]: motion extractor input
+    context: torch.Tensor  # (1, 1, D) CLIP image embedding
+    latents: torch.Tensor  # (1, 4, h, w) scaled VAE latents
+    tokens: dict  # reference attention tokens per transformer block
+
+    @property
+    def size(self):
+        return self.image.shape[-2], self.image.shape[-1]
+
+    def to(self, device):
+        moved = {k: v.to(device) for k, v in self.tokens.items()}
+        return Reference(self.image.to(device), self.cond.to(device), self.context.to(device),
+                         self.latents.to(device), moved)
 
 
 class _Slot:
@@ -49,6 +70,36 @@ class _Recorder:
         return block.attn1(n)
 
 
+def record_tokens(reference_unet, latents, context):
+    """Run the reference UNet at t=0 on clean latents (B, 4, h, w); return the normalised tokens
+    each transformer block self-attended over, by block name."""
+    writers = dict(transformer_blocks(reference_unet))
+    tokens = {name: [] for name in writers}
+    for name, block in writers.items():
+        block.reference = _Recorder(tokens[name])
+    try:
+        dtype = reference_unet.dtype
+        t = torch.zeros(latents.shape[0], device=latents.device, dtype=dtype)
+        reference_unet(latents.to(dtype), t, context.to(dtype))
+    finally:
+        for block in writers.values():
+            block.reference = None
+    return {name: feats[0] for name, feats in tokens.items()}
+
+
+def encode_reference(models, image, size):
+    """Everything the stream needs from a reference portrait (PIL RGB), at generation size `size`."""
+    from .preprocess import clip_pixels, vae_pixels
+    from .vae import encode_mean
+    device, dtype = models.device, models.dtype
+    context = models.image_encoder(clip_pixels(image).to(device, dtype))[:, None]
+    pixels = vae_pixels(image, size, size).to(device, dtype)
+    latents = encode_mean(models.vae, pixels).to(dtype)
+    cond = vae_pixels(image, 256, 256).to(device, models.motion_extractor.dtype) / 2 + 0.5
+    tokens = record_tokens(models.reference_unet, latents, context)
+    return Reference(pixels[0], cond, context, latents, tokens)
+
+
 class ReferenceAttention:
     """Owns the reference bank of a (reference UNet, denoising UNet) pair.
 
@@ -61,27 +112,12 @@ class ReferenceAttention:
     def __init__(self, reference_unet, denoising_unet, bank_dtype=torch.float16, cache_kv=True):
         self.reference_unet = reference_unet
         self.readers = dict(transformer_blocks(denoising_unet))
-        self.writers = dict(transformer_blocks(reference_unet))
-        if self.readers.keys() != self.writers.keys():
+        if self.readers.keys() != dict(transformer_blocks(reference_unet)).keys():
             raise ValueError("reference and denoising UNets have different transformer layouts")
         self.bank_dtype = bank_dtype
         self.cache_kv = cache_kv
         self.slots = {}
         self.keyframes = 0
-
-    def record(self, latents, context):
-        """Run the reference UNet at t=0 on clean latents (B, 4, h, w); return tokens per block."""
-        tokens = {name: [] for name in self.writers}
-        for name, block in self.writers.items():
-            block.reference = _Recorder(tokens[name])
-        try:
-            unet = self.reference_unet
-            t = torch.zeros(latents.shape[0], device=latents.device, dtype=unet.dtype)
-            unet(latents.to(unet.dtype), t, context.to(unet.dtype))
-        finally:
-            for block in self.writers.values():
-                block.reference = None
-        return {name: feats[0] for name, feats in tokens.items()}
 
     def _stored(self, feature):
         return feature.to(self.bank_dtype) if self.bank_dtype else feature
@@ -97,7 +133,7 @@ class ReferenceAttention:
 
     def add_keyframe(self, latents, context):
         """Historical keyframe: a past clean output frame becomes extra reference tokens."""
-        for name, feature in self.record(latents, context).items():
+        for name, feature in record_tokens(self.reference_unet, latents, context).items():
             self.slots[name].append(self._stored(feature))
         self.keyframes += 1
 

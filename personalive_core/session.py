@@ -19,12 +19,12 @@ import torch.nn.functional as F
 
 from .history import HistoricalKeyframes, KeyframeSettings
 from .keypoints import KeypointTracker, draw_keypoints, face_boxes
-from .motion import crop_faces, interpolate
-from .reference import ReferenceAttention
+from .motion import crop_faces, interpolate_motion
+from .reference import Reference, ReferenceAttention
 from .scheduler import DistilledDDIM
+from .vae import decode as vae_decode
 from .window import CHUNK, CHUNKS, MicroChunkWindow, window_timesteps
 
-LATENT_SCALE = 0.18215
 WARMUP = (CHUNKS - 1) * CHUNK  # 12 motion-interpolated frames before the first driving frame
 KEYPOINT_SIZE = 256  # the motion extractor's input size
 FACE_SIZE = 224  # the MotEncoder's input size
@@ -33,31 +33,11 @@ FACE_SIZE = 224  # the MotEncoder's input size
 @dataclass
 class Settings:
     """`official_quirks`: reproduce the official wrapper's numerical oddities, needed for
-    frame-exact parity: reference tokens rounded to float16 whatever the model dtype; noise
-    coefficients rounded to the latent dtype; the first driving frame's keypoints taken from a
-    separate batch-of-one call. Off, the maths is the same without those roundings."""
+    frame-exact parity: reference tokens rounded to float16 whatever the model dtype, and noise
+    coefficients rounded to the latent dtype. Off, the same maths without those roundings."""
     official_quirks: bool = True
     cache_reference_kv: bool = True
     keyframes: KeyframeSettings = field(default_factory=KeyframeSettings)
-
-
-@dataclass
-class Reference:
-    """Everything the streaming needs from the reference portrait, computed once."""
-    image: torch.Tensor  # (3, H, W) in [-1, 1]: face crop source for the reference motion
-    cond: torch.Tensor  # (1, 3, 256, 256) in [0, 1]: motion extractor input
-    context: torch.Tensor  # (1, 1, D) CLIP image embedding
-    latents: torch.Tensor  # (1, 4, h, w) scaled VAE latents
-    tokens: dict  # reference attention tokens per transformer block
-
-    @property
-    def size(self):
-        return self.image.shape[-2], self.image.shape[-1]
-
-    def to(self, device):
-        moved = {k: v.to(device) for k, v in self.tokens.items()}
-        return Reference(self.image.to(device), self.cond.to(device), self.context.to(device),
-                         self.latents.to(device), moved)
 
 
 class StreamingSession:
@@ -80,8 +60,7 @@ class StreamingSession:
         self.generator = torch.Generator("cpu").manual_seed(self.seed)
         self.window.clear()
         self.attention.set_tokens(self.reference.tokens)
-        self.keypoints = KeypointTracker(m.motion_extractor, self.reference.cond,
-                                         separate_first_frame=self.settings.official_quirks)
+        self.keypoints = KeypointTracker(m.motion_extractor)
         self.history = None
         self.chunks_done = 0
         t = window_timesteps(m.device)[:WARMUP]
@@ -106,7 +85,7 @@ class StreamingSession:
         small = F.interpolate(frames, (KEYPOINT_SIZE, KEYPOINT_SIZE), mode="bilinear", align_corners=False) / 2 + 0.5
         size = frames.shape[-1]
         first = self.history is None
-        pose_kps, driving_kps = (self.keypoints.start if first else self.keypoints.step)(small)
+        pose_kps, driving_kps = self.keypoints(small, self.reference.cond if first else None)
         pose_img = draw_keypoints(pose_kps, size)
         pose = m.pose_guider(pose_img.to(m.dtype))
         crops = crop_faces(frames, face_boxes(driving_kps, size), FACE_SIZE)
@@ -117,7 +96,7 @@ class StreamingSession:
         if first:
             ref_motion, motion = motion[:1], motion[1:]
             self.history = HistoricalKeyframes(ref_motion, self.settings.keyframes)
-            warm = interpolate(ref_motion[None], motion[None, :1], WARMUP + 1)[0, :-1]
+            warm = interpolate_motion(ref_motion[None], motion[None, :1], WARMUP + 1)[0, :-1]
             motion = torch.cat([warm, motion])
         return pose, motion
 
@@ -151,4 +130,4 @@ class StreamingSession:
 
 def decode(vae, latents):
     """Scaled latents (N, 4, h, w) → frames (N, H, W, 3) in [0, 1], float32."""
-    return vae.decode(latents / LATENT_SCALE).float()
+    return vae_decode(vae, latents).float()

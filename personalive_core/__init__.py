@@ -1,0 +1,1 @@
+"""PersonaLive, re-implemented for streaming portrait animation; imports nothing from ComfyUI."""
