@@ -86,21 +86,26 @@ def load_strict(module, state_dict, file, expected):
 def random_state_dict(module, seed, gain=1.0):
     """Deterministic random weights with the module's keys and shapes, scaled so activations stay O(1).
 
-    Matrices/kernels get std gain/sqrt(fan_in), norm scales 1 + 0.1·N(0,1), everything else
-    (biases, embeddings vectors) 0.1·N(0,1). Used to write tiny test checkpoints.
+    Matrices/kernels get std gain/sqrt(fan_in); norm scales (LayerNorm, GroupNorm, BatchNorm)
+    1 + 0.1·N(0,1); biases and other vectors 0.02·N(0,1); buffers keep the module's values.
+    Used to write random checkpoints for tests and benchmarks.
     """
-    norm_params = {f"{name}.weight" for name, m in module.named_modules()
-                   if isinstance(m, (nn.LayerNorm, nn.GroupNorm))}
+    norms = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
+    norm_params = {f"{name}.weight" for name, m in module.named_modules() if isinstance(m, norms)}
+    params = {name for name, _ in module.named_parameters()}
     g = torch.Generator().manual_seed(seed)
     out = {}
     for key, t in module.state_dict().items():
-        noise = torch.randn(t.shape, generator=g, device="cpu")
+        if key not in params:
+            out[key] = t.clone() if t.device.type != "meta" else torch.zeros(t.shape, dtype=t.dtype)
+            continue
+        noise = torch.randn(t.shape, generator=g)
         if key in norm_params:
             out[key] = 1 + 0.1 * noise
         elif t.dim() >= 2:
             out[key] = noise * (gain / t[0].numel() ** 0.5)
         else:
-            out[key] = 0.1 * noise
+            out[key] = 0.02 * noise
     return out
 
 

@@ -415,7 +415,7 @@ def crop_video_boxes(frames, **tracker_kw):
             missing.append(i)
         elif first is None:
             first = i
-    if first:
+    if first:  # None: no face at all; 0: no frame before it
         boxes[:first] = [boxes[first]] * first
     return boxes, missing
 

@@ -178,7 +178,9 @@ def load_image_encoder(path, device="cpu", dtype=torch.float32, config=None):
     with torch.device("meta"):
         model = CLIPImageEncoder(cfg)
     load_strict(model, sd, file, EXPECTED)
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    # requires_grad stays True as in the official modules: ATen's matmul folds (B,N,C)@W differently
+    # when W requires grad, which changes low-order bits in half precision
+    return model.to(device=device, dtype=dtype).eval()
 
 
 TINY_CONFIG = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,

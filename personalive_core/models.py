@@ -136,7 +136,8 @@ class PersonaLiveModels:
 
     def to(self, device=None, dtype=None):
         for m in self.modules().values():
-            m.to(device=device, dtype=dtype).eval().requires_grad_(False)
+            # plain Module.to: diffusers' override warns about fp32-only modules the VAE does not have
+            torch.nn.Module.to(m, device=device, dtype=dtype).eval().requires_grad_(False)
         return self
 
     @property

@@ -197,7 +197,8 @@ class MotEncoder(nn.Module):
 
     @classmethod
     def tiny(cls):
-        """Same design at toy widths, for tests (GroupNorm(32) needs width a multiple of 16)."""
+        """Same design at toy widths, for tests. Limits: GroupNorm(32) needs width % 16 == 0; attn_dim must
+        divide by the 8 heads and by 16 (att_1 unpatchifies 4x4 pixels per token)."""
         return cls(width=16, attn_dim=64, hourglass_depth=4, landmarks=8).eval()
 
 

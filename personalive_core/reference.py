@@ -123,13 +123,17 @@ class ReferenceAttention:
         return feature.to(self.bank_dtype) if self.bank_dtype else feature
 
     def set_tokens(self, tokens):
-        """Use recorded reference tokens (from `record`) for every later denoiser pass."""
+        """Use recorded reference tokens (from `record_tokens`) for later denoiser passes."""
         self.clear()
         for name, feature in tokens.items():
-            slot = _Slot(self.cache_kv)
-            slot.append(self._stored(feature))
-            self.slots[name] = slot
-            self.readers[name].reference = slot
+            self.slots[name] = _Slot(self.cache_kv)
+            self.slots[name].append(self._stored(feature))
+
+    def bind(self):
+        """Point the denoising UNet's blocks at this bank. Several streams may share one UNet
+        (one pass at a time), so every pass binds its own bank first."""
+        for name, block in self.readers.items():
+            block.reference = self.slots.get(name)
 
     def add_keyframe(self, latents, context):
         """Historical keyframe: a past clean output frame becomes extra reference tokens."""

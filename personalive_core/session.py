@@ -15,19 +15,15 @@ Noise contract: one `torch.Generator("cpu")` seeded once; `torch.randn` in float
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from .history import HistoricalKeyframes, KeyframeSettings
-from .keypoints import KeypointTracker, draw_keypoints, face_boxes
-from .motion import crop_faces, interpolate_motion
+from .hybrid_motion import WARMUP, HybridMotion
+from .keypoints import draw_keypoints
 from .reference import Reference, ReferenceAttention
 from .scheduler import DistilledDDIM
 from .vae import decode as vae_decode
-from .window import CHUNK, CHUNKS, MicroChunkWindow, window_timesteps
+from .window import CHUNK, MicroChunkWindow, window_timesteps
 
-WARMUP = (CHUNKS - 1) * CHUNK  # 12 motion-interpolated frames before the first driving frame
-KEYPOINT_SIZE = 256  # the motion extractor's input size
-FACE_SIZE = 224  # the MotEncoder's input size
 
 
 @dataclass
@@ -60,7 +56,7 @@ class StreamingSession:
         self.generator = torch.Generator("cpu").manual_seed(self.seed)
         self.window.clear()
         self.attention.set_tokens(self.reference.tokens)
-        self.keypoints = KeypointTracker(m.motion_extractor)
+        self.motion = HybridMotion(m.motion_extractor, m.motion_encoder, self.reference)
         self.history = None
         self.chunks_done = 0
         t = window_timesteps(m.device)[:WARMUP]
@@ -78,44 +74,31 @@ class StreamingSession:
         coef = None if self.settings.official_quirks else torch.float32
         return self.scheduler.add_noise(clean, noise, timesteps, coef).to(m.dtype)
 
-    # -- motion ------------------------------------------------------------------------------
-    def _hybrid_motion(self, frames):
-        """Pose features and motion tokens for the new driving frames (plus MII on the first)."""
-        m = self.models
-        small = F.interpolate(frames, (KEYPOINT_SIZE, KEYPOINT_SIZE), mode="bilinear", align_corners=False) / 2 + 0.5
-        size = frames.shape[-1]
-        first = self.history is None
-        pose_kps, driving_kps = self.keypoints(small, self.reference.cond if first else None)
-        pose_img = draw_keypoints(pose_kps, size)
-        pose = m.pose_guider(pose_img.to(m.dtype))
-        crops = crop_faces(frames, face_boxes(driving_kps, size), FACE_SIZE)
-        if first:
-            ref_crop = crop_faces(self.reference.image[None], face_boxes(pose_kps[:1], size), FACE_SIZE)
-            crops = torch.cat([ref_crop.to(crops.dtype), crops])
-        motion = m.motion_encoder(crops.transpose(0, 1)[None])[0]  # (frames, 32, 16)
-        if first:
-            ref_motion, motion = motion[:1], motion[1:]
-            self.history = HistoricalKeyframes(ref_motion, self.settings.keyframes)
-            warm = interpolate_motion(ref_motion[None], motion[None, :1], WARMUP + 1)[0, :-1]
-            motion = torch.cat([warm, motion])
-        return pose, motion
-
     # -- streaming ---------------------------------------------------------------------------
     @torch.no_grad()
     def push(self, frames):
         """frames: (4, 3, H, W) driving frames in [-1, 1] at the reference size.
         Returns the 4 finished latents (4, 4, h, w), scaled, in the model dtype."""
-        m = self.models
         if frames.ndim != 4 or frames.shape[0] != CHUNK or tuple(frames.shape[-2:]) != self.reference.size:
             raise ValueError(f"expected a chunk of {CHUNK} frames of size {self.reference.size}, "
                              f"got {tuple(frames.shape)}")
-        frames = frames.to(m.device, torch.float32)
-        pose, motion = self._hybrid_motion(frames)
+        return self.push_motion(self.motion(frames.to(self.models.device, torch.float32)))
+
+    @torch.no_grad()
+    def push_motion(self, chunk):
+        """Like `push`, from a precomputed MotionChunk (from this stream's HybridMotion)."""
+        m = self.models
+        chunk = chunk.to(m.device)
+        if self.history is None:
+            # the first MII frame is exactly the reference's motion (interpolation weight 0)
+            self.history = HistoricalKeyframes(chunk.tokens[:1], self.settings.keyframes)
+        pose = m.pose_guider(draw_keypoints(chunk.keypoints, self.reference.size).to(m.dtype))
         self.window.pose.extend(pose)
-        self.window.motion.extend(motion)
+        self.window.motion.extend(chunk.tokens)
         t999 = window_timesteps(m.device)[-1:]
         self.window.latents.append(self._noised_reference(CHUNK, t999))
         latents, pose, motion = self.window.inputs()
+        self.attention.bind()
         distance = self.history.distance(motion[0], self.chunks_done)
         t = window_timesteps(m.device)
         eps = m.denoising_unet(latents, t, self.reference.context.to(m.dtype), frames=latents.shape[0],

@@ -33,8 +33,10 @@ def _block_indices(sd, prefix):
 
 def infer_config(sd, file):
     """AutoencoderKL config from diffusers-layout shapes (norm groups assumed 32, as in SD)."""
+    n_blocks = len(_block_indices(sd, "encoder.down_blocks."))
+    if not n_blocks:
+        raise ValueError(f"{file}: no encoder.down_blocks.* keys; expected {EXPECTED}")
     try:
-        n_blocks = max(_block_indices(sd, "encoder.down_blocks.")) + 1
         channels = [sd[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"].shape[0] for i in range(n_blocks)]
         cfg = {
             "in_channels": sd["encoder.conv_in.weight"].shape[1],
@@ -43,8 +45,8 @@ def infer_config(sd, file):
             "block_out_channels": channels,
             "layers_per_block": len(_block_indices(sd, "encoder.down_blocks.0.resnets.")),
         }
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"{file}: cannot infer the VAE config ({e!r} missing); expected {EXPECTED}") from None
+    except KeyError as e:
+        raise ValueError(f"{file}: missing {e.args[0]}; expected {EXPECTED}") from None
     if any(c % 32 for c in channels):
         raise ValueError(f"{file}: block_out_channels {channels} are not multiples of 32, so "
                          "norm_num_groups cannot be inferred; put the model's config.json beside it")
@@ -57,7 +59,7 @@ def infer_config(sd, file):
 
 
 def _rename_deprecated_attention(sd):
-    """diffusers < 0.14 names (still in the HF sd-vae-ft-mse .bin) → to_q/to_k/to_v/to_out.0."""
+    """Attention names of VAEs saved by diffusers < 0.14 → to_q/to_k/to_v/to_out.0."""
     out = {}
     for key, value in sd.items():
         parts = key.split(".")
@@ -101,7 +103,9 @@ def load_vae(path, device="cpu", dtype=torch.float32, config=None):
         model = AutoencoderKL.from_config(config or infer_config(sd, file))
     load_strict(model, sd, file, EXPECTED)
     # plain Module.to: diffusers' override warns about fp32-only modules, which AutoencoderKL has none of
-    return torch.nn.Module.to(model, device=device, dtype=dtype).eval().requires_grad_(False)
+    # requires_grad stays True as in the official modules: ATen's matmul folds (B,N,C)@W differently
+    # when W requires grad, which changes low-order bits in half precision
+    return torch.nn.Module.to(model, device=device, dtype=dtype).eval()
 
 
 def encode_mean(vae, pixels):
@@ -111,7 +115,7 @@ def encode_mean(vae, pixels):
 
 def decode(vae, latents):
     """scaled latents (N,C,h,w) → images (N,8h,8w,3) in [0,1] on the VAE's device and dtype."""
-    # `1 / SCALE * x` as the official code writes it (x / SCALE rounds differently in fp16)
+    # `1 / SCALE * x` as the official code writes it: in fp32 `x / SCALE` differs in the last bit
     images = vae.decode(1 / SCALE * latents.to(vae.device, vae.dtype)).sample
     return (images.permute(0, 2, 3, 1) / 2 + 0.5).clamp(0, 1)
 

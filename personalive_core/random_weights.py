@@ -1,0 +1,112 @@
+"""Seeded random weights in the official file layout, and .safetensors twins of published files.
+
+`tiny`: the smallest models of the same design that load through the same code (tests, CI).
+`full`: the published sizes (benchmarks without the published files).
+Random weights animate nothing meaningful; they exercise every code path with O(1) activations.
+The motion extractor's heads get a plausible operating point (keypoints inside the image, small
+head rotations), since face boxes come from those keypoints.
+"""
+import os
+
+import torch
+
+from . import image_encoder, vae
+from .checkpoint_io import random_state_dict, save_state_dict
+from .keypoints import MotionExtractor
+from .models import PERSONALIVE_FILES, find_layout
+from .motion import MotEncoder
+from .pose_guider import PoseGuider
+from .unet import UNet, UNetConfig
+from .weights import read_state_dict
+
+FULL_UNET = UNetConfig(motion_dim=16, temporal_pos_len=32)
+TINY_UNET = UNetConfig(block_out_channels=(64, 64, 64, 64), layers_per_block=1, cross_attention_dim=16,
+                       motion_dim=16, temporal_pos_len=32)
+# MotEncoder final-projection gain: makes the keyframe test (threshold 17) fire on moving input
+MOTION_GAIN = 2.4
+
+
+# the published image encoder (CLIP ViT-L/14 with a 768-d projection) and sd-vae-ft-mse
+FULL_CLIP = image_encoder.CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                           num_attention_heads=16, image_size=224, patch_size=14,
+                                           projection_dim=768)
+FULL_VAE = {"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "norm_num_groups": 32,
+            "latent_channels": 4, "in_channels": 3, "out_channels": 3,
+            "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4}
+
+
+def _preset(name):
+    if name == "tiny":
+        return dict(unet=TINY_UNET, pose=PoseGuider(64, (8, 8, 8, 8)), motion=MotEncoder.tiny(),
+                    extractor=MotionExtractor.tiny(), clip=image_encoder.TINY_CONFIG, vae=vae.TINY_CONFIG)
+    if name == "full":
+        return dict(unet=FULL_UNET, pose=PoseGuider(), motion=MotEncoder(), extractor=MotionExtractor(),
+                    clip=FULL_CLIP, vae=FULL_VAE)
+    raise ValueError(f"unknown preset {name!r}: use tiny or full")
+
+
+def plausible_heads_(sd, seed):
+    """Canonical keypoints inside the face, scale ≈ 1, small pose/translation responses."""
+    g = torch.Generator().manual_seed(seed)
+    n = sd["detector.fc_kp.bias"].numel() // 3
+    kp = torch.rand((n, 3), generator=g)
+    kp[:, :2] = kp[:, :2] * 0.7 - 0.35
+    kp[:, 2] = kp[:, 2] * 0.2 - 0.1
+    sd["detector.fc_kp.bias"] = kp.reshape(-1)
+    sd["detector.fc_scale.bias"] = torch.ones(1)
+    for name in ("fc_t", "fc_exp", "fc_pitch", "fc_yaw", "fc_roll"):
+        sd[f"detector.{name}.bias"] = torch.zeros_like(sd[f"detector.{name}.bias"])
+    for name, gain in (("fc_kp", 0.05), ("fc_t", 0.05), ("fc_scale", 0.05), ("fc_exp", 0.05),
+                       ("fc_pitch", 0.5), ("fc_yaw", 0.5), ("fc_roll", 0.5)):
+        sd[f"detector.{name}.weight"] = sd[f"detector.{name}.weight"] * gain
+    return sd
+
+
+def personalive_state_dicts(preset, seed=0):
+    """The six official `.pth` state dicts (name → dict) of a preset."""
+    p = _preset(preset)
+    den = UNet(p["unet"])
+    den_sd = random_state_dict(den, seed * 1000 + 5)
+    ref = UNet(UNetConfig(**{**p["unet"].__dict__, "out_channels": 0, "motion_dim": 0, "temporal_pos_len": 0}))
+    motion_sd = random_state_dict(p["motion"], seed * 1000 + 7)
+    motion_sd["final_proj.weight"] = motion_sd["final_proj.weight"] * MOTION_GAIN
+    extractor_sd = random_state_dict(p["extractor"], seed * 1000 + 8)
+    return {
+        "denoising_unet": {k: v for k, v in den_sd.items() if ".temporal_modules." not in k},
+        "temporal_module": {k: v for k, v in den_sd.items() if ".temporal_modules." in k},
+        "reference_unet": random_state_dict(ref, seed * 1000 + 4),
+        "pose_guider": random_state_dict(p["pose"], seed * 1000 + 6),
+        "motion_encoder": motion_sd,
+        "motion_extractor": plausible_heads_(extractor_sd, seed * 1000 + 9),
+    }
+
+
+def write_random_weights(root, preset="tiny", seed=0, log=lambda m: None):
+    """Write `root/personalive/*.pth`, `root/sd-image-variations-diffusers/image_encoder/`,
+    `root/sd-vae-ft-mse/` (the official layout)."""
+    p = _preset(preset)
+    for name, sd in personalive_state_dicts(preset, seed).items():
+        path = save_state_dict(sd, os.path.join(root, "personalive", f"{name}.pth"))
+        log(f"wrote {path}")
+    image_encoder.write_image_encoder(os.path.join(root, "sd-image-variations-diffusers", "image_encoder"),
+                                      p["clip"], seed * 1000 + 2)
+    vae.write_vae(os.path.join(root, "sd-vae-ft-mse"), p["vae"], seed * 1000 + 3)
+    return root
+
+
+def convert_to_safetensors(root):
+    """Write a `.safetensors` twin beside every pickled weight file of a weights folder."""
+    layout = find_layout(root)
+    paths = [layout.personalive[n] for n in PERSONALIVE_FILES if layout.personalive[n]]
+    for folder in (layout.image_encoder, layout.vae):
+        if folder:
+            paths += [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith((".bin", ".pth"))]
+    written = []
+    for path in paths:
+        if path.endswith(".safetensors"):
+            continue
+        twin = os.path.splitext(path)[0] + ".safetensors"
+        if path.endswith("pytorch_model.bin"):
+            twin = os.path.join(os.path.dirname(path), "model.safetensors")
+        written.append(save_state_dict(read_state_dict(path), twin))
+    return written

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import torch
+
+from personalive_core.models import load_models
+from personalive_core.random_weights import write_random_weights
+
+SIZE = 64  # smallest generation size: latents 8×8, four UNet levels
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """Tiny random weights in the official layout, written by the project's own code."""
+    return str(write_random_weights(tmp_path_factory.mktemp("weights"), "tiny", seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_weights):
+    torch.manual_seed(0)
+    return load_models(tiny_weights)
+
+
+def moving_frames(n, size=SIZE, seed=0):
+    """Driving frames (uint8 HWC): a bright blob drifting over a gradient, so motion varies."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    frames = []
+    for i in range(n):
+        cx, cy = 0.5 + 0.2 * np.sin(i / 5), 0.5 + 0.2 * np.cos(i / 7)
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.02)
+        img = np.stack([blob, xx, yy], -1) * 200 + rng.integers(0, 30, (size, size, 3))
+        frames.append(np.clip(img, 0, 255).astype(np.uint8))
+    return frames
+
+
+@pytest.fixture(scope="session")
+def reference_image():
+    from PIL import Image
+    return Image.fromarray(moving_frames(1, 96, seed=3)[0])
