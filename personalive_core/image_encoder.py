@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint_io import (first_existing, load_strict, random_state_dict as _random_sd,
+from .weights import (first_existing, load_strict, random_state_dict as _random_sd,
                             read_json, read_state_dict, save_state_dict)
 
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")

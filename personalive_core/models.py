@@ -136,8 +136,10 @@ class PersonaLiveModels:
 
     def to(self, device=None, dtype=None):
         for m in self.modules().values():
-            # plain Module.to: diffusers' override warns about fp32-only modules the VAE does not have
-            torch.nn.Module.to(m, device=device, dtype=dtype).eval().requires_grad_(False)
+            # plain Module.to: diffusers warns about fp32-only modules the VAE does not have; grads
+            # stay enabled on the parameters (no_grad at run time) because requires_grad=False
+            # changes which matmul kernel ATen picks, and so the low bits
+            torch.nn.Module.to(m, device=device, dtype=dtype).eval()
         return self
 
     @property

@@ -11,13 +11,12 @@ import os
 import torch
 
 from . import image_encoder, vae
-from .checkpoint_io import random_state_dict, save_state_dict
 from .keypoints import MotionExtractor
 from .models import PERSONALIVE_FILES, find_layout
 from .motion import MotEncoder
 from .pose_guider import PoseGuider
 from .unet import UNet, UNetConfig
-from .weights import read_state_dict
+from .weights import random_state_dict, read_state_dict, save_state_dict
 
 FULL_UNET = UNetConfig(motion_dim=16, temporal_pos_len=32)
 TINY_UNET = UNetConfig(block_out_channels=(64, 64, 64, 64), layers_per_block=1, cross_attention_dim=16,

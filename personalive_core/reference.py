@@ -70,6 +70,7 @@ class _Recorder:
         return block.attn1(n)
 
 
+@torch.no_grad()
 def record_tokens(reference_unet, latents, context):
     """Run the reference UNet at t=0 on clean latents (B, 4, h, w); return the normalised tokens
     each transformer block self-attended over, by block name."""
@@ -87,6 +88,7 @@ def record_tokens(reference_unet, latents, context):
     return {name: feats[0] for name, feats in tokens.items()}
 
 
+@torch.no_grad()
 def encode_reference(models, image, size):
     """Everything the stream needs from a reference portrait (PIL RGB), at generation size `size`."""
     from .preprocess import clip_pixels, vae_pixels

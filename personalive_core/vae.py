@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from .checkpoint_io import (first_existing, load_strict, random_state_dict as _random_sd,
+from .weights import (first_existing, load_strict, random_state_dict as _random_sd,
                             read_json, read_state_dict, save_state_dict)
 
 SCALE = 0.18215  # the literal the official code uses (not vae.config.scaling_factor)

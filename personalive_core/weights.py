@@ -4,9 +4,12 @@ The official code loads three of its six files with `strict=False`, which silent
 weights behind a renamed or truncated checkpoint. Here every component must match its module key
 for key and shape; anything else stops with the file name and the offending keys.
 """
+import json
 import os
+from pathlib import Path
 
 import torch
+from torch import nn
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
@@ -17,6 +20,7 @@ class WeightsError(ValueError):
 
 def read_state_dict(path):
     """Tensors of a .safetensors or a pickled state dict (tensors only, `weights_only=True`)."""
+    path = str(path)
     if not os.path.isfile(path):
         raise WeightsError(f"weights file not found: {path}")
     try:
@@ -74,5 +78,67 @@ def load_exact(module, sd, source, optional=()):
     if problems:
         raise WeightsError(f"{source} does not fit the {type(module).__name__}: " + "; ".join(problems)
                            + ". Is this the right file (see `python -m personalive_core check-weights`)?")
-    module.load_state_dict(sd, strict=False)
+    # assign=True: modules built on the meta device take the loaded tensors as they are
+    module.load_state_dict(sd, strict=False, assign=any(t.is_meta for t in module.state_dict().values()))
     return module
+
+
+def load_strict(module, sd, file, expected):
+    """`load_exact` with the message naming what file was expected."""
+    try:
+        return load_exact(module, sd, file)
+    except WeightsError as e:
+        raise WeightsError(f"{e} Expected {expected}.") from None
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def first_existing(directory, names, expected):
+    """The first of `names` inside `directory`; ValueError saying what was expected otherwise."""
+    for name in names:
+        if (Path(directory) / name).is_file():
+            return Path(directory) / name
+    raise ValueError(f"{directory}: no weight file found; expected one of {', '.join(names)} "
+                     f"({expected})")
+
+
+def random_state_dict(module, seed, gain=1.0):
+    """Deterministic random weights with the module's keys and shapes, scaled so activations stay O(1).
+
+    Matrices/kernels get std gain/sqrt(fan_in); norm scales (LayerNorm, GroupNorm, BatchNorm)
+    1 + 0.1·N(0,1); biases and other vectors 0.02·N(0,1); buffers keep the module's values.
+    Used to write random checkpoints for tests and benchmarks.
+    """
+    norms = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
+    norm_params = {f"{name}.weight" for name, m in module.named_modules() if isinstance(m, norms)}
+    params = {name for name, _ in module.named_parameters()}
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, t in module.state_dict().items():
+        if key not in params:
+            out[key] = t.clone() if t.device.type != "meta" else torch.zeros(t.shape, dtype=t.dtype)
+            continue
+        noise = torch.randn(t.shape, generator=g)
+        if key in norm_params:
+            out[key] = 1 + 0.1 * noise
+        elif t.dim() >= 2:
+            out[key] = noise * (gain / t[0].numel() ** 0.5)
+        else:
+            out[key] = 0.02 * noise
+    return out
+
+
+def save_state_dict(state_dict, path):
+    """Write as safetensors, or as a plain pickled dict for `.bin`/`.pth` (the official layout)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state_dict = {k: v.contiguous() for k, v in state_dict.items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+        save_file(state_dict, str(path), metadata={"format": "pt"})  # transformers 4.36 requires it
+    else:
+        torch.save(state_dict, path)
+    return path

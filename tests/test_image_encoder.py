@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from personalive_core import image_encoder as ie
-from personalive_core.checkpoint_io import read_state_dict, save_state_dict
+from personalive_core.weights import read_state_dict, save_state_dict
 
 
 def reference_forward(sd, c, x):
