@@ -66,8 +66,9 @@ def find_layout(root):
 
 
 def expected_listing(root):
-    return ("expected under " + root + ": personalive/{" + ",".join(PERSONALIVE_FILES)
-            + "}.pth (or .safetensors), sd-image-variations-diffusers/image_encoder/, sd-vae-ft-mse/")
+    names = ",".join(PERSONALIVE_FILES)
+    return (f"expected under {root}: personalive/{{{names}}}.pth (or .safetensors), "
+            "sd-image-variations-diffusers/image_encoder/, sd-vae-ft-mse/")
 
 
 def _require(path, what, root):

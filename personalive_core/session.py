@@ -111,6 +111,7 @@ class StreamingSession:
         return self.window.advance(denoised)
 
 
+@torch.no_grad()
 def decode(vae, latents):
     """Scaled latents (N, 4, h, w) → frames (N, H, W, 3) in [0, 1], float32."""
     return vae_decode(vae, latents).float()

@@ -136,9 +136,12 @@ def save_state_dict(state_dict, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state_dict = {k: v.contiguous() for k, v in state_dict.items()}
+    # write beside, then rename: never truncates a file that may still be memory-mapped
+    tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
-        save_file(state_dict, str(path), metadata={"format": "pt"})  # transformers 4.36 requires it
+        save_file(state_dict, str(tmp), metadata={"format": "pt"})  # transformers 4.36 requires it
     else:
-        torch.save(state_dict, path)
+        torch.save(state_dict, tmp)
+    os.replace(tmp, path)
     return path

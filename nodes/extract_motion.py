@@ -1,0 +1,138 @@
+"""PersonaLive Extract Motion: driving frames → PERSONALIVE_MOTION (hybrid motion per 4-frame chunk,
+including the mirrored padding chunks that flush the window) + a keypoint/face-box preview."""
+import numpy as np
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+from comfy_api.latest import io
+
+from personalive_core.hybrid_motion import WARMUP, HybridMotion
+from personalive_core.keypoints import draw_keypoints
+from personalive_core.reference import Reference
+from personalive_core.render import Padding, chunks_needed, to_model_frames
+from personalive_core.window import CHUNK
+
+from .common import (CATEGORY, RESIZE_MODES, MotionBundle, PersonaLiveModel, PersonaLiveMotion, load_networks,
+                     model_info, reference_inputs, to_image)
+from .driving import DrivingSource
+from .encode_reference import RESIZE_TOOLTIP, SIZE_TOOLTIP
+
+PREVIEWS = ["keypoints", "side by side", "none"]
+
+
+def draw_boxes(images, boxes, width=2):
+    """White box outlines on (N,3,H,W) images in place; boxes (N,4) [x1,y1,x2,y2] in pixels."""
+    for img, (x1, y1, x2, y2) in zip(images, boxes.tolist()):
+        img[:, y1:y1 + width, x1:x2 + 1] = 1
+        img[:, max(y2 - width + 1, 0):y2 + 1, x1:x2 + 1] = 1
+        img[:, y1:y2 + 1, x1:x1 + width] = 1
+        img[:, y1:y2 + 1, max(x2 - width + 1, 0):x2 + 1] = 1
+    return images
+
+
+def render_preview(chunk, frames_u8, size, mode):
+    """Preview frames (N,3,S,S or S,2S) for the real driving frames of one MotionChunk."""
+    n = len(frames_u8)
+    kps = chunk.keypoints[-CHUNK:][:n].float().cpu()  # the first chunk also carries the warm-up frames
+    boxes = chunk.boxes[:n].cpu()
+    canvas = draw_boxes(draw_keypoints(kps, size), boxes)
+    if mode == "side by side":
+        driving = torch.from_numpy(np.stack(frames_u8)).permute(0, 3, 1, 2).float() / 255
+        canvas = torch.cat([draw_boxes(driving, boxes), canvas], dim=-1)
+    return canvas
+
+
+class PersonaLiveExtractMotion(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PersonaLiveExtractMotion",
+            display_name="PersonaLive Extract Motion",
+            category=CATEGORY,
+            description="Hybrid motion of the driving frames relative to the reference: 3D keypoints (rendered for "
+                        "the pose guider) and face motion tokens, per chunk of 4 frames. Takes an IMAGE batch or "
+                        "a VIDEO; a VIDEO from 'Load Video' is decoded frame by frame (use it for long videos).",
+            inputs=[
+                PersonaLiveModel.Input("model", tooltip="From 'Load PersonaLive Model'."),
+                io.Image.Input("reference_image", tooltip="The same reference portrait as in 'PersonaLive Encode "
+                                                          "Reference' (motion is measured relative to it)."),
+                io.Int.Input("size", default=512, min=64, max=2048, step=64, tooltip=SIZE_TOOLTIP),
+                io.Combo.Input("resize", options=RESIZE_MODES, default=RESIZE_MODES[0], tooltip=RESIZE_TOOLTIP),
+                io.Image.Input("driving_images", optional=True,
+                               tooltip="Driving frames as an IMAGE batch (e.g. 'Get Video Components' images). "
+                                       "Each is centre-cropped to a square and resized to size. Connect this or "
+                                       "driving_video."),
+                io.Video.Input("driving_video", optional=True,
+                               tooltip="Driving VIDEO (e.g. 'Load Video'), decoded one frame at a time so long "
+                                       "videos fit in memory; also gives the fps and audio outputs. Connect this "
+                                       "or driving_images."),
+                io.Int.Input("max_frames", default=0, min=0, max=1_000_000, step=1,
+                             tooltip="Use only the first N driving frames (0 = all)."),
+                io.Combo.Input("preview", options=PREVIEWS, default=PREVIEWS[0],
+                               tooltip="preview output: 'keypoints' = the rendered keypoints the pose guider sees, "
+                                       "with the face box; 'side by side' = the cropped driving frame next to it; "
+                                       "'none' = one black frame (saves memory on long videos)."),
+            ],
+            outputs=[
+                PersonaLiveMotion.Output(display_name="motion", tooltip="For 'PersonaLive Stream Sampler'."),
+                io.Image.Output(display_name="preview", tooltip="One preview frame per driving frame."),
+                io.Float.Output(display_name="fps", tooltip="Frame rate of driving_video (25 for driving_images)."),
+                io.Audio.Output(display_name="audio", tooltip="Audio of driving_video, cut to max_frames "
+                                                              "(None for driving_images or a silent video)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, reference_image, size, resize, driving_images=None, driving_video=None,
+                max_frames=0, preview="keypoints") -> io.NodeOutput:
+        if preview not in PREVIEWS:
+            raise ValueError(f"preview {preview!r}: use one of {PREVIEWS}")
+        _, pixels, cond, fingerprint = reference_inputs(reference_image, size, resize)
+        info = model_info(model)
+        source = DrivingSource(driving_images, driving_video)
+        m = load_networks(model, size)
+        reference = Reference(pixels[0].to(m.device, m.dtype), cond.to(m.device, m.motion_extractor.dtype) / 2 + 0.5,
+                              None, None, {})
+        motion = HybridMotion(m.motion_extractor, m.motion_encoder, reference)
+        estimate = source.estimate
+        if estimate is not None and max_frames:
+            estimate = min(estimate, max_frames)
+        total_chunks = chunks_needed(estimate) if estimate else 0
+        bar = comfy.utils.ProgressBar(max(total_chunks, 1))
+        chunks, previews = [], []
+
+        def push(frames_u8, real):
+            mm.throw_exception_if_processing_interrupted()
+            with torch.no_grad():
+                chunk = motion(to_model_frames(frames_u8, m.device)).to("cpu")
+            chunks.append(chunk)
+            if preview != "none" and real:
+                previews.append(render_preview(chunk, frames_u8[:real], size, preview))
+            bar.update_absolute(len(chunks), max(total_chunks, len(chunks) + 1))
+
+        padding, pending, total = Padding(), [], 0
+        for frame in source.frames(size, max_frames):
+            padding.add(frame)
+            pending.append(frame)
+            total += 1
+            if len(pending) == CHUNK:
+                push(pending, CHUNK)
+                pending = []
+        if total == 0:
+            raise ValueError("the driving input has no frames")
+        while len(chunks) * CHUNK < WARMUP + total:  # flush the window with mirrored driving frames
+            real = len(pending)
+            while len(pending) < CHUNK:
+                pending.append(padding.next())
+            push(pending, real)
+            pending = []
+        bar.update_absolute(len(chunks), len(chunks))
+
+        audio = source.read_audio()
+        if audio is not None and max_frames and total == max_frames:
+            keep = int(round(total / source.fps * audio["sample_rate"]))
+            audio = {**audio, "waveform": audio["waveform"][..., :keep]}
+        shown = to_image(torch.cat(previews)) if previews else torch.zeros((1, 64, 64, 3))
+        bundle = MotionBundle(chunks, total, size, fingerprint, info.key, source.fps)
+        return io.NodeOutput(bundle, shown, float(source.fps), audio)

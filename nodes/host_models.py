@@ -1,0 +1,54 @@
+"""Adapters from the host's CLIP_VISION and VAE objects to what the core needs.
+
+CLIP_VISION (`comfy.clip_vision.ClipVisionModel`): `encode_image(IMAGE)` → `.image_embeds` (B, D), the
+projected pooled embedding that PersonaLive's UNets cross-attend to (context (1, 1, D)).
+VAE (`comfy.sd.VAE`): `encode(IMAGE 0..1)` → unscaled latents, `decode(unscaled)` → IMAGE 0..1; the
+core works with latents scaled by 0.18215 (the literal of the official code).
+"""
+import torch
+
+from personalive_core.vae import SCALE
+
+CLIP_HINT = ("load the sd-image-variations-diffusers image encoder (CLIP ViT-L/14 vision tower with a 768-d "
+             "projection, e.g. image_encoder/model.safetensors put in models/clip_vision/) with 'Load CLIP Vision'")
+VAE_HINT = "load an SD 1.x VAE such as sd-vae-ft-mse (models/vae/) with 'Load VAE'"
+
+
+def clip_context(clip_vision, image, width):
+    """IMAGE (1,H,W,3) → context (1, 1, width) float32 (CPU)."""
+    if not hasattr(clip_vision, "encode_image"):
+        raise ValueError(f"clip_vision: expected a CLIP_VISION model, got {type(clip_vision).__name__}; {CLIP_HINT}")
+    out = clip_vision.encode_image(image)
+    embeds = getattr(out, "image_embeds", None)
+    if embeds is None:
+        raise ValueError(f"clip_vision: this model gives no projected image embeddings; {CLIP_HINT}")
+    if embeds.shape[-1] != width:
+        raise ValueError(f"clip_vision: the model gives {embeds.shape[-1]}-d image embeddings but the PersonaLive "
+                         f"UNets expect {width}-d; {CLIP_HINT}")
+    return embeds[:1, None].float().cpu()
+
+
+def check_vae(vae):
+    if not (hasattr(vae, "encode") and hasattr(vae, "decode")):
+        raise ValueError(f"vae: expected a VAE, got {type(vae).__name__}; {VAE_HINT}")
+    channels, ratio = getattr(vae, "latent_channels", None), getattr(vae, "downscale_ratio", None)
+    if channels != 4 or ratio != 8:
+        raise ValueError(f"vae: PersonaLive works in the SD 1.x latent space (4 channels, 8× downscale); the "
+                         f"connected VAE has {channels} channels and downscale {ratio}; {VAE_HINT}")
+
+
+def vae_encode(vae, pixels):
+    """pixels (N,3,H,W) in [-1,1] → scaled latents (N,4,H/8,W/8) float32 (CPU)."""
+    check_vae(vae)
+    latents = vae.encode((pixels.float() / 2 + 0.5).movedim(1, -1))
+    return latents.float().cpu() * SCALE
+
+
+def unscale(latents):
+    """Scaled core latents → the unscaled SD latents of a LATENT / the VAE (as the core decodes)."""
+    return 1 / SCALE * latents
+
+
+def vae_decode(vae, unscaled):
+    """Unscaled latents (N,4,h,w) → IMAGE (N,8h,8w,3) float32 in [0,1]."""
+    return vae.decode(unscaled).to(torch.float32)

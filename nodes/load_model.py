@@ -1,0 +1,143 @@
+"""Load PersonaLive Model: the six PersonaLive files from models/personalive/ → PERSONALIVE_MODEL."""
+import hashlib
+import os
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import folder_paths
+from comfy_api.latest import io
+
+from personalive_core.keypoints import MotionExtractor
+from personalive_core.models import (PERSONALIVE_FILES, Layout, _build, build_denoising_unet,
+                                     build_reference_unet, denoising_state_dict)
+from personalive_core.motion import MotEncoder
+from personalive_core.pose_guider import PoseGuider
+from personalive_core.weights import WeightsError, find_weights, read_state_dict
+
+from .common import (CATEGORY, MODEL_FOLDER, TOP_LEVEL, ModelInfo, PersonaLiveModel, PersonaLiveNetworks,
+                     weight_sets)
+
+PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+SOURCE = "huggingface.co/huaichang/PersonaLive (pretrained_weights/personalive/)"
+
+
+def _subfolder(label):
+    if label == TOP_LEVEL:
+        return ""
+    if label.startswith(TOP_LEVEL + "/"):
+        return label[len(TOP_LEVEL) + 1:]
+    raise ValueError(f"weights {label!r}: expected '{TOP_LEVEL}' or '{TOP_LEVEL}/<subfolder>'")
+
+
+def expected_files_message(label, missing, folders):
+    names = ", ".join(f"{n}.pth" for n in PERSONALIVE_FILES)
+    return (f"PersonaLive weights {label!r}: missing {', '.join(missing)}. "
+            f"Searched: {'; '.join(folders) or '(no folder registered)'}. "
+            f"Put the six files of {SOURCE} — {names} (.safetensors twins are accepted too) — together in "
+            f"models/{MODEL_FOLDER}/ or one subfolder of it (extra_model_paths.yaml may add folders under the key "
+            f"'{MODEL_FOLDER}'). The image encoder (sd-image-variations-diffusers/image_encoder) goes to "
+            "models/clip_vision/ for 'Load CLIP Vision', the VAE (sd-vae-ft-mse) to models/vae/ for 'Load VAE'.")
+
+
+def resolve_files(label):
+    """component name → path; FileNotFoundError listing what is missing and where it was looked for."""
+    sub = _subfolder(label)
+    folders = [os.path.join(root, sub) for root in folder_paths.get_folder_paths(MODEL_FOLDER)]
+    files = {}
+    for name in PERSONALIVE_FILES:
+        for folder in folders:
+            path = find_weights(folder, name)
+            if path:
+                files[name] = path
+                break
+    missing = [n for n in PERSONALIVE_FILES if n not in files]
+    if missing:
+        raise FileNotFoundError(expected_files_message(label, missing, folders))
+    return files
+
+
+def pick_dtype(precision, device):
+    if precision == "auto":
+        return mm.unet_dtype(device, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use auto, {', '.join(PRECISIONS)}")
+    if precision == "fp16" and mm.is_device_cpu(device):
+        raise ValueError("precision fp16 is not supported on the CPU; use auto, fp32 or bf16")
+    return PRECISIONS[precision]
+
+
+def _key(files, dtype):
+    h = hashlib.sha1(str(dtype).encode())
+    for name in PERSONALIVE_FILES:
+        st = os.stat(files[name])
+        h.update(f"{files[name]}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def build_networks(files, dtype, label=""):
+    """The core's strict loaders (every key and shape must match), then one cast."""
+    layout = Layout(dict(files), None, None, None)
+    try:
+        sd, source = denoising_state_dict(layout)
+        networks = dict(
+            denoising_unet=build_denoising_unet(sd, source),
+            reference_unet=build_reference_unet(read_state_dict(files["reference_unet"]), files["reference_unet"]),
+            pose_guider=_build(PoseGuider, files["pose_guider"]),
+            motion_encoder=_build(MotEncoder, files["motion_encoder"]),
+            motion_extractor=_build(MotionExtractor, files["motion_extractor"]),
+        )
+    except WeightsError as e:
+        raise WeightsError(f"PersonaLive weights {label!r}: {e} Expected the six files of {SOURCE}.") from e
+    if networks["denoising_unet"].config.cross_attention_dim != networks["reference_unet"].config.cross_attention_dim:
+        raise WeightsError(f"{files['denoising_unet']} and {files['reference_unet']} have different "
+                           "cross-attention widths; they are not from the same PersonaLive release")
+    for m in networks.values():
+        torch.nn.Module.to(m, dtype=dtype).eval().requires_grad_(False)
+    return PersonaLiveNetworks(**networks, info=ModelInfo(label, dict(files), dtype, _key(files, dtype)))
+
+
+class PersonaLiveLoadModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PersonaLiveLoadModel",
+            display_name="Load PersonaLive Model",
+            category=CATEGORY,
+            description="Loads the six PersonaLive networks (denoising UNet + temporal module, reference UNet, "
+                        "pose guider, motion encoder, motion extractor) from models/personalive/. The image "
+                        "encoder and the VAE come from the core 'Load CLIP Vision' and 'Load VAE' nodes.",
+            inputs=[
+                io.Combo.Input("weights", options=weight_sets(),
+                               tooltip="Folder holding denoising_unet, temporal_module, reference_unet, pose_guider, "
+                                       "motion_encoder and motion_extractor (.pth or .safetensors): "
+                                       f"'{TOP_LEVEL}' = models/{MODEL_FOLDER}/ itself, "
+                                       f"'{TOP_LEVEL}/<name>' = a subfolder."),
+                io.Combo.Input("precision", options=["auto", *PRECISIONS], default="auto",
+                               tooltip="Weight and compute dtype. auto: ComfyUI's choice for diffusion models on this "
+                                       "device (fp16 on most GPUs, fp32 on the CPU). fp16 needs a GPU."),
+            ],
+            outputs=[PersonaLiveModel.Output(display_name="model",
+                                             tooltip="The PersonaLive networks, managed (loaded/offloaded) by ComfyUI.")],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, weights, precision):
+        """Reload when a weight file is replaced on disk."""
+        try:
+            files = resolve_files(weights)
+        except (FileNotFoundError, ValueError):
+            return f"{weights}|{precision}|missing"
+        return f"{precision}|" + _key(files, None)
+
+    @classmethod
+    def execute(cls, weights, precision) -> io.NodeOutput:
+        files = resolve_files(weights)
+        device = mm.get_torch_device()
+        dtype = pick_dtype(precision, device)
+        networks = build_networks(files, dtype, weights)
+        patcher = comfy.model_patcher.ModelPatcher(networks, load_device=device,
+                                                   offload_device=mm.unet_offload_device())
+        return io.NodeOutput(patcher)
+

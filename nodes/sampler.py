@@ -1,0 +1,104 @@
+"""PersonaLive Stream Sampler: reference + motion → frames, streamed chunk by chunk (4 frames per
+denoiser pass), each chunk decoded as soon as it leaves the window."""
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+from comfy_api.latest import io
+
+from personalive_core.history import KeyframeSettings
+from personalive_core.hybrid_motion import WARMUP
+from personalive_core.render import chunks_needed
+from personalive_core.session import Settings, StreamingSession
+from personalive_core.window import CHUNK
+
+from .common import (CATEGORY, EncodedReference, MotionBundle, PersonaLiveModel, PersonaLiveMotion,
+                     PersonaLiveReference, check_compatible, load_networks)
+from .host_models import check_vae, unscale, vae_decode
+
+PREVIEW_SIZE = 512
+
+
+def _expect(value, cls, name, source):
+    if not isinstance(value, cls):
+        raise ValueError(f"{name}: expected the output of '{source}', got {type(value).__name__}")
+
+
+class PersonaLiveStreamSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PersonaLiveStreamSampler",
+            display_name="PersonaLive Stream Sampler",
+            category=CATEGORY,
+            description="Animates the reference with the extracted motion: micro-chunk streaming (4 frames in, 4 "
+                        "frames out per pass, 4 denoising steps in flight), historical keyframes, one output frame "
+                        "per driving frame. Memory stays flat apart from the output frames.",
+            inputs=[
+                PersonaLiveModel.Input("model", tooltip="From 'Load PersonaLive Model'."),
+                PersonaLiveReference.Input("reference", tooltip="From 'PersonaLive Encode Reference'."),
+                PersonaLiveMotion.Input("motion", tooltip="From 'PersonaLive Extract Motion' (same reference "
+                                                          "picture, size and resize mode)."),
+                io.Vae.Input("vae", tooltip="The SD 1.x VAE (sd-vae-ft-mse) that decodes each finished chunk."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the noise stream (one CPU generator, as the core CLI)."),
+                io.Float.Input("keyframe_threshold", default=17.0, min=0.0, max=1000.0, step=0.5,
+                               tooltip="Historical keyframes: a finished frame whose motion is farther than this "
+                                       "(L2 over its motion tokens) from every stored keyframe becomes an extra "
+                                       "reference. Official: 17."),
+                io.Int.Input("max_keyframes", default=3, min=0, max=16, step=1,
+                             tooltip="At most this many historical keyframes (0 = off). Official: 3."),
+                io.Boolean.Input("keep_warmup", default=False,
+                                 tooltip="Also output the 12 warm-up frames (the reference easing into the first "
+                                         "driving pose) before the driven frames, as the official live demo shows "
+                                         "them. Off: exactly one frame per driving frame, in sync with its audio."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="The animated frames, size × size."),
+                io.Latent.Output(display_name="latent", tooltip="The same frames as SD latents (unscaled, what "
+                                                                "'VAE Decode' expects)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, reference, motion, vae, seed, keyframe_threshold=17.0, max_keyframes=3,
+                keep_warmup=False) -> io.NodeOutput:
+        _expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
+        _expect(motion, MotionBundle, "motion", "PersonaLive Extract Motion")
+        check_compatible(model, reference, motion)
+        check_vae(vae)
+        if len(motion.chunks) != chunks_needed(motion.frames):
+            raise ValueError(f"motion: {len(motion.chunks)} chunks for {motion.frames} frames, expected "
+                             f"{chunks_needed(motion.frames)}; re-run 'PersonaLive Extract Motion'")
+        size = reference.size
+        settings = Settings(keyframes=KeyframeSettings(threshold=keyframe_threshold, max_keyframes=max_keyframes))
+        m = load_networks(model, size)
+        session = StreamingSession(m, reference.reference, seed, settings)
+
+        first = 0 if keep_warmup else WARMUP
+        count = WARMUP + motion.frames - first
+        device = mm.intermediate_device()
+        images = torch.empty((count, size, size, 3), dtype=torch.float32, device=device)
+        latents = torch.empty((count, 4, size // 8, size // 8), dtype=torch.float32, device=device)
+        bar = comfy.utils.ProgressBar(len(motion.chunks))
+        for k, chunk in enumerate(motion.chunks):
+            mm.throw_exception_if_processing_interrupted()
+            load_networks(model, size)  # the VAE may have pushed the networks out between chunks
+            unscaled = unscale(session.push_motion(chunk))
+            lo, hi = max(k * CHUNK, first), min((k + 1) * CHUNK, WARMUP + motion.frames)
+            if lo < hi:  # chunks holding only warm-up or padding frames are skipped, not decoded
+                frames = vae_decode(vae, unscaled[lo - k * CHUNK:hi - k * CHUNK])
+                if tuple(frames.shape[1:]) != (size, size, 3):
+                    raise ValueError(f"vae: decoded frames of shape {tuple(frames.shape[1:])}, expected "
+                                     f"({size}, {size}, 3); connect an SD 1.x VAE (sd-vae-ft-mse)")
+                images[lo - first:hi - first] = frames.to(device)
+                latents[lo - first:hi - first] = unscaled[lo - k * CHUNK:hi - k * CHUNK].float().to(device)
+                bar.update_absolute(k + 1, len(motion.chunks), ("JPEG", _pil(frames[-1]), PREVIEW_SIZE))
+            else:
+                bar.update_absolute(k + 1, len(motion.chunks))
+        return io.NodeOutput(images, {"samples": latents})
+
+
+def _pil(frame):
+    from PIL import Image
+    return Image.fromarray(frame.clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy())

@@ -1,0 +1,110 @@
+import os
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SIZE, moving_frames
+from personalive_core.cli import main
+
+
+def write_video(path, frames, fps=12, audio=True):
+    """A small H.264 mp4, with a 440 Hz AAC track if `audio`."""
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        a = c.add_stream("aac", rate=16000) if audio else None
+        for f in frames:
+            for p in v.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        if a:
+            t = np.arange(int(16000 * len(frames) / fps)) / 16000
+            wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            for i in range(0, wave.shape[1], 1024):
+                fr = av.AudioFrame.from_ndarray(wave[:, i:i + 1024].copy(), format="fltp", layout="mono")
+                fr.sample_rate = 16000
+                for p in a.encode(fr):
+                    c.mux(p)
+            for p in a.encode():
+                c.mux(p)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    Image.fromarray(moving_frames(1, 96, seed=3)[0]).save(d / "ref.png")
+    frames = moving_frames(6, size=80)  # not square-sized: centre-cropped and resized
+    write_video(d / "drive.mp4", frames)
+    (d / "frames").mkdir()
+    for i, f in enumerate(moving_frames(5)):
+        Image.fromarray(f).save(d / "frames" / f"{i:03d}.png")
+    return d
+
+
+def render(weights, inputs, out, *extra):
+    return main(["render", "--weights", weights, "--reference", str(inputs / "ref.png"), "--size", str(SIZE),
+                 "--out", str(out), *extra])
+
+
+def test_render_npy_is_float_frames_aligned_with_driving(tiny_weights, inputs, tmp_path):
+    out = tmp_path / "o.npy"
+    assert render(tiny_weights, inputs, out, "--driving", str(inputs / "frames")) == 0
+    a = np.load(out)
+    assert a.shape == (5, SIZE, SIZE, 3) and a.dtype == np.float32
+    assert render(tiny_weights, inputs, tmp_path / "w.npy", "--driving", str(inputs / "frames"), "--keep-warmup") == 0
+    w = np.load(tmp_path / "w.npy")
+    assert w.shape[0] == 17 and np.array_equal(w[12:], a)
+
+
+def test_render_mp4_keeps_fps_and_audio(tiny_weights, inputs, tmp_path):
+    out = tmp_path / "o.mp4"
+    assert render(tiny_weights, inputs, out, "--driving", str(inputs / "drive.mp4")) == 0
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        assert Fraction(v.average_rate) == 12 and (v.width, v.height) == (SIZE, SIZE)
+        assert c.streams.audio
+        assert sum(1 for _ in c.decode(video=0)) == 6
+
+
+def test_render_png_folder_and_frame_limit(tiny_weights, inputs, tmp_path):
+    out = tmp_path / "pngs"
+    assert render(tiny_weights, inputs, out, "--driving", str(inputs / "drive.mp4"), "--frames", "4") == 0
+    assert sorted(os.listdir(out)) == [f"{i:06d}.png" for i in range(4)]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--driving", "nope.mp4"], "driving video not found: nope.mp4"),
+    (["--driving", "{frames}", "--size", "100"], "--size 100"),
+    (["--driving", "{frames}", "--frames", "0"], "--frames 0"),
+    (["--driving", "{empty}"], "no images"),
+    (["--driving", "{bad}"], "cannot open driving video"),
+])
+def test_bad_input_exits_2_with_a_clear_message(tiny_weights, inputs, tmp_path, capsys, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    args = [a.format(frames=inputs / "frames", empty=tmp_path / "empty", bad=tmp_path / "bad.mp4") for a in args]
+    argv = ["render", "--weights", tiny_weights, "--reference", str(inputs / "ref.png"), "--out", str(tmp_path / "o.npy")]
+    if "--size" not in args:
+        argv += ["--size", str(SIZE)]
+    assert main(argv + args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_reference_and_weights(tiny_weights, inputs, tmp_path, capsys):
+    assert main(["render", "--weights", tiny_weights, "--reference", "none.png", "--driving", str(inputs / "frames"),
+                 "--out", str(tmp_path / "o.npy")]) == 2
+    assert "reference image not found: none.png" in capsys.readouterr().err
+    assert main(["render", "--weights", str(tmp_path), "--reference", str(inputs / "ref.png"),
+                 "--driving", str(inputs / "frames"), "--out", str(tmp_path / "o.npy")]) == 2
+    assert "missing personalive/denoising_unet.pth" in capsys.readouterr().err
+
+
+def test_check_weights_exit_codes(tiny_weights, tmp_path, capsys):
+    assert main(["check-weights", tiny_weights]) == 0
+    assert "ok      personalive/motion_extractor" in capsys.readouterr().out
+    assert main(["check-weights", str(tmp_path)]) == 1
+    assert "MISSING personalive/denoising_unet" in capsys.readouterr().out

@@ -1,0 +1,312 @@
+"""End to end through a real ComfyUI server: every API workflow of workflows/api/ and the batch client.
+
+Needs `COMFYUI_PATH` (a ComfyUI checkout, v0.3.64 or newer) and a Python that runs it (this one, or
+`COMFYUI_PYTHON`), with this extension's requirements installed. The test starts
+`python main.py --cpu --listen 127.0.0.1 --port P --base-directory TMP` with this repository linked into
+TMP/custom_nodes, puts random weights into TMP/models (`personalive/`, `clip_vision/`, `vae/`) and
+submits the workflows through /prompt, at size 64 to keep it cheap.
+
+The random weights: the six PersonaLive files with small UNets whose cross-attention takes the 768-d
+embedding of a full-size CLIP ViT-L/14 image encoder, and a full-size SD VAE — the host's own
+CLIP-vision and VAE loaders accept only the standard architectures. They are written once (about
+1 GB, ~15 s) into $PERSONALIVE_TEST_CACHE (default ~/.cache/personalive-tests) and reused.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMFY = os.environ.get("COMFYUI_PATH")
+WORKFLOWS = os.path.join(REPO, "workflows", "api")
+CLIP_NAME = "sd-image-variations-image-encoder.safetensors"  # the names the shipped workflows use
+VAE_NAME = "sd-vae-ft-mse.safetensors"
+SIZE = 64
+DRIVING_FRAMES, FPS = 9, 12
+WEIGHTS_VERSION = "comfy-weights-v1"
+
+pytestmark = pytest.mark.skipif(
+    not COMFY or not os.path.isfile(os.path.join(COMFY, "main.py")),
+    reason="set COMFYUI_PATH to a ComfyUI checkout (with main.py) to run the real-host tests")
+
+
+# -- weights -----------------------------------------------------------------------------------------
+def write_comfy_weights(root, seed=0):
+    """Official layout under `root` (so `python -m personalive_core render --weights root` reads the same
+    weights): tiny PersonaLive networks with 768-d cross-attention, full ViT-L/14 image encoder (values
+    rounded to fp16, as the host keeps CLIP vision weights in fp16 on the CPU), full SD VAE."""
+    from personalive_core import image_encoder, vae
+    from personalive_core.weights import save_state_dict
+    from personalive_core.random_weights import FULL_CLIP, FULL_VAE, personalive_state_dicts
+    width = FULL_CLIP.projection_dim
+    sds = personalive_state_dicts("tiny", seed)
+    g = torch.Generator().manual_seed(seed * 1000 + 11)
+    for name in ("denoising_unet", "reference_unet"):  # cross-attention input 16 → 768
+        for key, value in sds[name].items():
+            if key.endswith(("attn2.to_k.weight", "attn2.to_v.weight")):
+                sds[name][key] = torch.randn((value.shape[0], width), generator=g) / width ** 0.5
+    for name, sd in sds.items():
+        save_state_dict(sd, os.path.join(root, "personalive", f"{name}.pth"))
+    clip_dir = os.path.join(root, "sd-image-variations-diffusers", "image_encoder")
+    clip_file = image_encoder.write_image_encoder(clip_dir, FULL_CLIP, seed * 1000 + 2)
+    save_state_dict({k: v.half() for k, v in image_encoder.random_state_dict(FULL_CLIP, seed * 1000 + 2).items()},
+                    clip_file)
+    vae.write_vae(os.path.join(root, "sd-vae-ft-mse"), FULL_VAE, seed * 1000 + 3)
+    return root
+
+
+def comfy_weights():
+    """The cached official-layout folder (written on first use)."""
+    cache = os.environ.get("PERSONALIVE_TEST_CACHE", os.path.expanduser("~/.cache/personalive-tests"))
+    root = os.path.join(cache, WEIGHTS_VERSION)
+    if not os.path.isfile(os.path.join(root, "complete")):
+        os.makedirs(cache, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=WEIGHTS_VERSION + ".", dir=cache)
+        write_comfy_weights(tmp)
+        open(os.path.join(tmp, "complete"), "w").close()
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(tmp, root)
+    return root
+
+
+def install_models(weights, models):
+    """Link the weights into a ComfyUI models/ folder under the names the workflows use."""
+    links = {os.path.join("personalive", f): os.path.join(weights, "personalive", f)
+             for f in os.listdir(os.path.join(weights, "personalive"))}
+    links[os.path.join("clip_vision", CLIP_NAME)] = os.path.join(
+        weights, "sd-image-variations-diffusers", "image_encoder", "model.safetensors")
+    links[os.path.join("vae", VAE_NAME)] = os.path.join(weights, "sd-vae-ft-mse", "diffusion_pytorch_model.safetensors")
+    for rel, target in links.items():
+        os.makedirs(os.path.dirname(os.path.join(models, rel)), exist_ok=True)
+        os.symlink(target, os.path.join(models, rel))
+
+
+# -- inputs --------------------------------------------------------------------------------------------
+def make_media(folder, frames=DRIVING_FRAMES, fps=FPS):
+    """reference.png (96×80, not square) and driving.mp4 (80×64 h264 + 1 s of AAC sine), moving content."""
+    import av
+    from PIL import Image
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from conftest import moving_frames
+    ref = os.path.join(folder, "reference.png")
+    Image.fromarray(moving_frames(1, 96, seed=3)[0][:80]).save(ref)
+    drv = os.path.join(folder, "driving.mp4")
+    with av.open(drv, "w") as c:
+        v = c.add_stream("h264", rate=fps)
+        v.width, v.height, v.pix_fmt = 80, 64, "yuv420p"
+        a = c.add_stream("aac", rate=16000)
+        for img in moving_frames(frames, 80):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:64]), format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        t = np.arange(16000 * frames // fps) / 16000
+        wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        for i in range(0, wave.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i:i + 1024]), format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            for p in a.encode(frame):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    return ref, drv
+
+
+def probe(path):
+    import av
+    with av.open(path) as c:
+        v = c.streams.video[0]
+        n = sum(1 for _ in c.decode(video=0))
+        return {"frames": n, "fps": float(v.average_rate), "width": v.width, "height": v.height,
+                "audio": len(c.streams.audio) > 0}
+
+
+# -- server --------------------------------------------------------------------------------------------
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, base, port):
+        self.base, self.port, self.url = base, port, f"http://127.0.0.1:{port}"
+        self.log = os.path.join(base, "server.log")
+        python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+        args = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", base,
+                "--disable-auto-launch", "--disable-api-nodes", "--database-url", f"sqlite:///{base}/user/comfyui.db"]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(args, cwd=COMFY, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited early:\n{self.tail()}")
+            try:
+                self.get("/system_stats")
+                return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(1)
+        self.stop()
+        raise RuntimeError(f"ComfyUI did not answer within 240 s:\n{self.tail()}")
+
+    def tail(self, n=60):
+        with open(self.log, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+    def post(self, path, obj):
+        req = urllib.request.Request(self.url + path, json.dumps(obj).encode(), {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def run(self, prompt, timeout=600):
+        status, reply = self.post("/prompt", {"prompt": prompt, "client_id": "test"})
+        assert status == 200, f"rejected: {json.dumps(reply)[:2000]}"
+        pid = reply["prompt_id"]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            entry = self.get(f"/history/{pid}").get(pid)
+            if entry and entry.get("status", {}).get("completed") is not None and (
+                    entry["status"]["completed"] or entry["status"].get("status_str") == "error"):
+                return entry
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {pid} did not finish in {timeout} s")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("comfy"))
+    for sub in ("custom_nodes", "input", "output", "user", "models"):
+        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    os.symlink(REPO, os.path.join(base, "custom_nodes", "comfyui-personalive"))
+    weights = comfy_weights()
+    install_models(weights, os.path.join(base, "models"))
+    ref, drv = make_media(os.path.join(base, "input"))
+    server = Server(base, free_port())
+    try:
+        server.weights, server.reference, server.driving = weights, ref, drv
+        yield server
+    finally:
+        server.stop()
+
+
+def prepare(prompt, reference="reference.png", driving="driving.mp4", size=SIZE):
+    """The shipped workflow with the test inputs and the small size."""
+    prompt = json.loads(json.dumps(prompt))
+    for node in prompt.values():
+        inputs, kind = node["inputs"], node["class_type"]
+        if kind == "LoadImage":
+            inputs["image"] = reference
+        elif kind == "LoadVideo":
+            inputs["file"] = driving
+        elif kind.startswith("PersonaLive") and "size" in inputs:
+            inputs["size"] = size
+    return prompt
+
+
+def saved_files(host, entry):
+    files = []
+    for out in entry["outputs"].values():
+        for item in out.get("images", []) + out.get("videos", []):
+            files.append(os.path.join(host.base, item.get("type", "output"), item.get("subfolder", ""),
+                                      item["filename"]))
+    return files
+
+
+def test_extension_loads(host):
+    info = host.get("/object_info")
+    ours = sorted(k for k in info if k.startswith("PersonaLive"))
+    assert ours == ["PersonaLiveEncodeReference", "PersonaLiveExtractMotion", "PersonaLiveLoadModel",
+                    "PersonaLiveStreamSampler"], host.tail()
+    for name in ours:
+        spec = info[name]
+        assert spec["category"] == "PersonaLive"
+        for group in ("required", "optional"):
+            for key, value in spec["input"].get(group, {}).items():
+                assert len(value) > 1 and value[1].get("tooltip"), f"{name}.{key} has no tooltip"
+    assert info["PersonaLiveLoadModel"]["input"]["required"]["weights"][1]["options"] == ["personalive"]
+    assert "IMPORT FAILED" not in host.tail(400)
+
+
+WORKFLOW_FILES = sorted(f for f in os.listdir(WORKFLOWS) if f.endswith(".json")) if os.path.isdir(WORKFLOWS) else []
+
+
+@pytest.mark.parametrize("name", WORKFLOW_FILES)
+def test_api_workflow(host, name):
+    with open(os.path.join(WORKFLOWS, name)) as f:
+        prompt = prepare(json.load(f))
+    entry = host.run(prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + host.tail()
+    videos = [p for p in saved_files(host, entry) if p.endswith(".mp4")]
+    assert videos, f"{name}: no video saved: {entry['outputs']}"
+    for path in videos:
+        meta = probe(path)
+        side_by_side = any(n["class_type"] == "PersonaLiveExtractMotion" and n["inputs"].get("preview") == "side by side"
+                           for n in prompt.values())
+        assert meta["frames"] == DRIVING_FRAMES, (name, meta)
+        assert meta["fps"] == FPS, (name, meta)
+        assert meta["audio"], (name, meta)
+        assert (meta["width"], meta["height"]) == ((2 * SIZE if side_by_side else SIZE), SIZE), (name, meta)
+
+
+def test_missing_weights_error(host):
+    """A prompt whose weights folder lacks files fails with the list of expected files and folders."""
+    wf = prepare(json.load(open(os.path.join(WORKFLOWS, WORKFLOW_FILES[0]))))
+    folder = os.path.join(host.base, "models", "personalive", "broken")
+    os.makedirs(folder, exist_ok=True)
+    if not os.path.exists(os.path.join(folder, "denoising_unet.pth")):
+        os.symlink(os.path.join(host.weights, "personalive", "denoising_unet.pth"),
+                   os.path.join(folder, "denoising_unet.pth"))
+    for node in wf.values():
+        if node["class_type"] == "PersonaLiveLoadModel":
+            node["inputs"]["weights"] = "personalive/broken"
+    entry = host.run(wf)
+    assert entry["status"]["status_str"] == "error"
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    message = errors[0]["exception_message"]
+    for expected in ("temporal_module", "reference_unet", "pose_guider", "motion_encoder", "motion_extractor",
+                     os.path.join("models", "personalive", "broken"), "models/clip_vision", "models/vae"):
+        assert expected in message, message
+
+
+def test_batch_client(host, tmp_path):
+    """scripts/batch_client.py against the real server: uploads, patches, runs, downloads; then skips."""
+    out = tmp_path / "results"
+    wf = os.path.join(WORKFLOWS, "portrait_to_video.json")
+    cmd = [sys.executable, os.path.join(REPO, "scripts", "batch_client.py"), "--workflow", wf,
+           "--server", host.url, "--reference", host.reference, "--driving", host.driving, "--out", str(out),
+           "--set", f"PersonaLiveEncodeReference.size={SIZE}", "--set", f"PersonaLiveExtractMotion.size={SIZE}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout + run.stderr
+    videos = sorted(p for p in os.listdir(out) if p.endswith(".mp4"))
+    assert len(videos) == 1, os.listdir(out)
+    meta = probe(os.path.join(out, videos[0]))
+    assert (meta["frames"], meta["fps"], meta["audio"], meta["width"]) == (DRIVING_FRAMES, FPS, True, SIZE), meta
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "skip" in again.stderr.lower(), again.stdout + again.stderr

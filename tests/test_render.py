@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from conftest import SIZE, moving_frames
+from personalive_core.reference import encode_reference
+from personalive_core.render import Padding, chunks_needed, mirror_index, render_stream
+
+
+def test_mirror_padding_matches_official_offline_padding():
+    # official offline: frames.extend(frames[-13:-1][::-1])
+    n = 20
+    frames = list(range(n))
+    p = Padding()
+    for f in frames:
+        p.add(f)
+    assert [p.next() for _ in range(12)] == frames[-13:-1][::-1]
+    assert [mirror_index(i, 3) for i in range(6)] == [1, 0, 1, 2, 1, 0]
+
+
+def test_chunks_needed():
+    assert chunks_needed(8) == 5 and chunks_needed(9) == 6
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_models, reference_image):
+    return encode_reference(tiny_models, reference_image, SIZE)
+
+
+@pytest.mark.parametrize("n", [5, 8])
+def test_one_frame_out_per_driving_frame(tiny_models, reference, n):
+    frames = moving_frames(n)
+    out = list(render_stream(tiny_models, reference, iter(frames), seed=0))
+    assert len(out) == n and out[0].shape == (SIZE, SIZE, 3) and out[0].dtype == np.float32
+    assert all(0.0 <= f.min() and f.max() <= 1.0 for f in out)
+    warm = list(render_stream(tiny_models, reference, iter(frames), seed=0, keep_warmup=True))
+    assert len(warm) == n + 12
+    # same stream, warm-up first: driving-aligned frames are identical
+    for a, b in zip(out, warm[12:]):
+        assert np.array_equal(a, b)
+
+
+def test_empty_driving_input_is_an_error(tiny_models, reference):
+    with pytest.raises(ValueError, match="no frames"):
+        list(render_stream(tiny_models, reference, iter([]), seed=0))

@@ -1,0 +1,86 @@
+import os
+import shutil
+
+import pytest
+import torch
+
+from personalive_core.checkweights import report
+from personalive_core.models import find_layout, load_models
+from personalive_core.random_weights import convert_to_safetensors
+from personalive_core.weights import WeightsError, read_state_dict, save_state_dict
+
+
+@pytest.fixture
+def weights_copy(tiny_weights, tmp_path):
+    dst = tmp_path / "w"
+    shutil.copytree(tiny_weights, dst)
+    return dst
+
+
+def test_official_layout_found_in_both_roots(tiny_weights, tmp_path):
+    layout = find_layout(tiny_weights)
+    assert all(layout.personalive.values()) and layout.image_encoder and layout.vae
+    nested = tmp_path / "x" / "pretrained_weights"
+    shutil.copytree(tiny_weights, nested)
+    assert find_layout(tmp_path / "x").personalive["pose_guider"].endswith("pose_guider.pth")
+
+
+def test_check_weights_ok(tiny_weights):
+    ok, lines = report(tiny_weights)
+    assert ok, lines
+    assert sum(line.startswith("ok") for line in lines) == 7
+
+
+def test_missing_file_names_it_and_the_layout(weights_copy):
+    os.remove(weights_copy / "personalive" / "motion_encoder.pth")
+    with pytest.raises(WeightsError, match="motion_encoder.pth.*expected under"):
+        load_models(weights_copy)
+    ok, lines = report(weights_copy)
+    assert not ok and any(line.startswith("MISSING personalive/motion_encoder") for line in lines)
+
+
+def test_truncated_checkpoint_is_refused_with_keys(weights_copy):
+    """The official loader would silently keep random weights here (strict=False)."""
+    path = weights_copy / "personalive" / "temporal_module.pth"
+    sd = read_state_dict(path)
+    dropped = sorted(sd)[0]
+    del sd[dropped]
+    save_state_dict(sd, path)
+    with pytest.raises(WeightsError, match="missing keys: " + dropped.split(".")[0]):
+        load_models(weights_copy)
+
+
+def test_renamed_prefix_and_wrong_shape_are_refused(weights_copy):
+    path = weights_copy / "personalive" / "motion_extractor.pth"
+    sd = read_state_dict(path)
+    save_state_dict({k.replace("detector.", "model."): v for k, v in sd.items()}, path)
+    with pytest.raises(WeightsError, match="motion_extractor.pth"):
+        load_models(weights_copy)
+    save_state_dict(sd, path)
+    path = weights_copy / "personalive" / "pose_guider.pth"
+    sd = read_state_dict(path)
+    save_state_dict({**sd, "conv_in.bias": torch.zeros(3)}, path)
+    with pytest.raises(WeightsError, match=r"pose_guider.pth.*wrong shape: conv_in.bias \(3,\)"):
+        load_models(weights_copy)
+
+
+def test_pickles_with_objects_are_not_unpickled(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"w": torch.zeros(1), "obj": _Thing()}, path)
+    with pytest.raises(WeightsError, match="cannot read weights"):
+        read_state_dict(path)
+
+
+class _Thing:
+    pass
+
+
+def test_safetensors_twins_load_identically(weights_copy, tiny_models):
+    written = convert_to_safetensors(weights_copy)
+    assert len(written) == 6
+    for name in ("denoising_unet", "temporal_module", "reference_unet", "pose_guider", "motion_encoder", "motion_extractor"):
+        os.remove(weights_copy / "personalive" / f"{name}.pth")
+    twin = load_models(weights_copy)
+    for (name, a), b in zip(tiny_models.modules().items(), twin.modules().values()):
+        for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(va, vb), (name, k)
