@@ -11,9 +11,10 @@ from .common import (CATEGORY, RESIZE_MODES, EncodedReference, PersonaLiveModel,
 from .host_models import clip_context, vae_encode
 
 SIZE_TOOLTIP = ("Generation size in pixels (square, multiple of 64). PersonaLive was trained at 512. "
-                "Use the same size in 'PersonaLive Extract Motion'.")
+                "Use the same value in 'PersonaLive Encode Reference' and 'PersonaLive Extract Motion'.")
 RESIZE_TOOLTIP = ("How the reference becomes square: 'stretch' resizes the whole picture (as the official code "
-                  "does), 'center crop' cuts the centred square first. Use the same mode in 'PersonaLive Extract Motion'.")
+                  "does), 'center crop' cuts the centred square first. Use the same value in 'PersonaLive Encode "
+                  "Reference' and 'PersonaLive Extract Motion'.")
 
 
 class PersonaLiveEncodeReference(io.ComfyNode):
