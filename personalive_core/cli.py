@@ -1,4 +1,4 @@
-"""`python -m personalive_core`: render, check-weights, make-random-weights, convert."""
+"""`python -m personalive_core`: render, bench, check-weights, make-random-weights, convert."""
 import argparse
 import os
 import sys
@@ -129,6 +129,13 @@ def cmd_convert(a):
         log(f"wrote {path}")
 
 
+def cmd_bench(a):
+    from .bench import main as bench_main
+    if a.vae != "full":
+        raise InputError("--vae taesd is not available yet; use --vae full")
+    bench_main(a, log)
+
+
 def parser():
     p = argparse.ArgumentParser(prog="python -m personalive_core", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -156,6 +163,19 @@ def parser():
     v = sub.add_parser("convert", help="write .safetensors twins of the .pth/.bin files of a weights folder")
     v.add_argument("weights")
     v.set_defaults(fn=cmd_convert)
+    b = sub.add_parser("bench", help="measure streaming speed and memory")
+    src = b.add_mutually_exclusive_group()
+    src.add_argument("--weights", help="folder in the official layout")
+    src.add_argument("--random-weights", choices=["tiny", "full"], default="full",
+                     help="random weights built in memory (default: full, the published sizes)")
+    b.add_argument("--size", type=int, default=512)
+    b.add_argument("--chunks", type=int, default=32, help="timed chunks, after --warmup")
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
+    b.add_argument("--vae", default="full", choices=["full", "taesd"])
+    b.add_argument("--no-cache-kv", action="store_true", help="re-project the reference tokens at every chunk")
+    b.set_defaults(fn=cmd_bench)
     return p
 
 

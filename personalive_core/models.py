@@ -113,13 +113,16 @@ def build_reference_unet(sd, source):
     return load_exact(UNet(UNetConfig(**{**cfg.__dict__, "out_channels": 0})), sd, source)
 
 
-def _build(cls, path):
-    sd = read_state_dict(path)
+def _build_from(cls, sd, source):
     try:
         module = cls(**cls.config_from_state_dict(sd))
     except (KeyError, ValueError, IndexError) as e:
-        raise WeightsError(f"{path} is not a {cls.__name__} checkpoint ({e})") from e
-    return load_exact(module, sd, path, OPTIONAL_BUFFERS)
+        raise WeightsError(f"{source} is not a {cls.__name__} checkpoint ({e})") from e
+    return load_exact(module, sd, source, OPTIONAL_BUFFERS)
+
+
+def _build(cls, path):
+    return _build_from(cls, read_state_dict(path), path)
 
 
 @dataclass

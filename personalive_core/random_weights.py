@@ -109,3 +109,24 @@ def convert_to_safetensors(root):
             twin = os.path.join(os.path.dirname(path), "model.safetensors")
         written.append(save_state_dict(read_state_dict(path), twin))
     return written
+
+
+def random_models(preset="tiny", seed=0):
+    """PersonaLiveModels with random weights built in memory (benchmarks without any files)."""
+    from .image_encoder import CLIPImageEncoder
+    from .models import PersonaLiveModels, _build_from, build_denoising_unet, build_reference_unet
+    from diffusers import AutoencoderKL
+    p = _preset(preset)
+    sds = personalive_state_dicts(preset, seed)
+    den = {**sds["denoising_unet"], **sds["temporal_module"]}
+    clip = CLIPImageEncoder(p["clip"])
+    clip.load_state_dict(random_state_dict(clip, seed * 1000 + 2))
+    vae_model = AutoencoderKL.from_config(p["vae"])
+    vae_model.load_state_dict(random_state_dict(vae_model, seed * 1000 + 3))
+    return PersonaLiveModels(
+        denoising_unet=build_denoising_unet(den, "random denoising UNet"),
+        reference_unet=build_reference_unet(sds["reference_unet"], "random reference UNet"),
+        pose_guider=_build_from(PoseGuider, sds["pose_guider"], "random pose guider"),
+        motion_encoder=_build_from(MotEncoder, sds["motion_encoder"], "random motion encoder"),
+        motion_extractor=_build_from(MotionExtractor, sds["motion_extractor"], "random motion extractor"),
+        image_encoder=clip, vae=vae_model)

@@ -108,3 +108,12 @@ def test_check_weights_exit_codes(tiny_weights, tmp_path, capsys):
     assert "ok      personalive/motion_extractor" in capsys.readouterr().out
     assert main(["check-weights", str(tmp_path)]) == 1
     assert "MISSING personalive/denoising_unet" in capsys.readouterr().out
+
+
+def test_bench_prints_json_metrics_last(capsys):
+    import json
+    assert main(["bench", "--random-weights", "tiny", "--size", str(SIZE), "--chunks", "2", "--warmup", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("fps", "chunk_ms_p50", "chunk_ms_p95", "first_output_ms", "peak_mem_mb"):
+        assert result[key] > 0
+    assert result["weights"] == "random-tiny" and result["chunks"] == 2

@@ -298,7 +298,7 @@ def test_missing_weights_error(host):
 def test_batch_client(host, tmp_path):
     """scripts/batch_client.py against the real server: uploads, patches, runs, downloads; then skips."""
     out = tmp_path / "results"
-    wf = os.path.join(WORKFLOWS, "portrait_to_video.json")
+    wf = os.path.join(WORKFLOWS, "personalive_portrait_to_video.json")
     cmd = [sys.executable, os.path.join(REPO, "scripts", "batch_client.py"), "--workflow", wf,
            "--server", host.url, "--reference", host.reference, "--driving", host.driving, "--out", str(out),
            "--set", f"PersonaLiveEncodeReference.size={SIZE}", "--set", f"PersonaLiveExtractMotion.size={SIZE}"]
