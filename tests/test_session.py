@@ -50,10 +50,18 @@ def test_noise_contract(tiny_models, reference, monkeypatch):
         s.push(c)
     h = SIZE // 8
     assert draws == [((1, 4, 12, h, h), True, torch.float32)] + [((1, 4, 4, h, h), True, torch.float32)] * 2
-    # the same seed replays the same stream
-    g = torch.Generator("cpu").manual_seed(5)
-    expected = real((1, 4, 12, h, h), generator=g, dtype=torch.float32)
-    assert torch.equal(s.generator.initial_seed() * 0 + expected, expected) and s.seed == 5
+
+
+def test_warmup_latents_are_the_reference_noised_with_the_first_draw(tiny_models, reference):
+    """Layout of draw #0: (b, c, f, h, w), frames 0-3 at t=0, 4-7 at 333, 8-11 at 666."""
+    from personalive_core.scheduler import DistilledDDIM
+    s = StreamingSession(tiny_models, reference, seed=11)
+    h = SIZE // 8
+    noise = torch.randn((1, 4, 12, h, h), generator=torch.Generator("cpu").manual_seed(11))
+    t = torch.tensor([0] * 4 + [333] * 4 + [666] * 4)
+    expected = DistilledDDIM().add_noise(reference.latents.expand(12, -1, -1, -1), noise[0].transpose(0, 1), t)
+    got = torch.cat([s.window.latents.buf[i * 4:(i + 1) * 4] for i in range(3)])
+    assert torch.equal(got, expected)
 
 
 def test_same_seed_same_frames_and_reset(tiny_models, reference):
