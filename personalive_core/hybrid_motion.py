@@ -16,10 +16,11 @@ import torch.nn.functional as F
 
 from .keypoints import KeypointTracker, face_boxes
 from .motion import crop_faces, interpolate_motion
+from .window import CHUNK, CHUNKS
 
 KEYPOINT_SIZE = 256  # the motion extractor's input size
 FACE_SIZE = 224  # the MotEncoder's input size
-WARMUP = 12  # motion-interpolated frames before the first driving frame
+WARMUP = (CHUNKS - 1) * CHUNK  # 12 motion-interpolated frames fill the window before frame 0
 
 
 @dataclass

@@ -19,11 +19,10 @@ import torch
 from .history import HistoricalKeyframes, KeyframeSettings
 from .hybrid_motion import WARMUP, HybridMotion
 from .keypoints import draw_keypoints
-from .reference import Reference, ReferenceAttention
+from .reference import ReferenceAttention
 from .scheduler import DistilledDDIM
 from .vae import decode as vae_decode
 from .window import CHUNK, MicroChunkWindow, window_timesteps
-
 
 
 @dataclass
