@@ -40,6 +40,7 @@ class PersonaLiveEncodeReference(io.ComfyNode):
         )
 
     @classmethod
+    @torch.no_grad()
     def execute(cls, model, clip_vision, vae, image, size, resize) -> io.NodeOutput:
         picture, pixels, cond, fingerprint = reference_inputs(image, size, resize)
         info = model_info(model)
@@ -48,8 +49,7 @@ class PersonaLiveEncodeReference(io.ComfyNode):
         latents = vae_encode(vae, pixels)
         m = load_networks(model, size)
         device, dtype = m.device, m.dtype
-        with torch.no_grad():
-            tokens = record_tokens(m.reference_unet, latents.to(device, dtype), context.to(device, dtype))
+        tokens = record_tokens(m.reference_unet, latents.to(device, dtype), context.to(device, dtype))
         reference = Reference(pixels[0].to(dtype), cond.to(m.motion_extractor.dtype) / 2 + 0.5, context.to(dtype),
                               latents.to(dtype), {k: v.cpu() for k, v in tokens.items()})
         return io.NodeOutput(EncodedReference(reference, size, fingerprint, info.key))

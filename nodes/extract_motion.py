@@ -84,6 +84,7 @@ class PersonaLiveExtractMotion(io.ComfyNode):
         )
 
     @classmethod
+    @torch.no_grad()
     def execute(cls, model, reference_image, size, resize, driving_images=None, driving_video=None,
                 max_frames=0, preview="keypoints") -> io.NodeOutput:
         if preview not in PREVIEWS:
@@ -104,8 +105,7 @@ class PersonaLiveExtractMotion(io.ComfyNode):
 
         def push(frames_u8, real):
             mm.throw_exception_if_processing_interrupted()
-            with torch.no_grad():
-                chunk = motion(to_model_frames(frames_u8, m.device)).to("cpu")
+            chunk = motion(to_model_frames(frames_u8, m.device)).to("cpu")
             chunks.append(chunk)
             if preview != "none" and real:
                 previews.append(render_preview(chunk, frames_u8[:real], size, preview))

@@ -7,6 +7,9 @@ core works with latents scaled by 0.18215 (the literal of the official code).
 """
 import torch
 
+import comfy.model_management as mm
+
+from personalive_core.preprocess import CLIP_MEAN, CLIP_SIZE, CLIP_STD, clip_pixels_from_tensor
 from personalive_core.vae import SCALE
 
 CLIP_HINT = ("load the sd-image-variations-diffusers image encoder (CLIP ViT-L/14 vision tower with a 768-d "
@@ -14,12 +17,27 @@ CLIP_HINT = ("load the sd-image-variations-diffusers image encoder (CLIP ViT-L/1
 VAE_HINT = "load an SD 1.x VAE such as sd-vae-ft-mse (models/vae/) with 'Load VAE'"
 
 
+def _standard_clip(clip_vision):
+    """A host CLIP vision model we can feed CLIPImageProcessor pixels directly (ComfyUI's own
+    `clip_preprocess` resizes with torch's bicubic instead of PIL's, a ~1% change of the embedding)."""
+    return (all(hasattr(clip_vision, a) for a in ("model", "patcher", "load_device", "image_size"))
+            and clip_vision.image_size == CLIP_SIZE
+            and torch.allclose(torch.tensor(getattr(clip_vision, "image_mean", [0.0])).float(), torch.from_numpy(CLIP_MEAN))
+            and torch.allclose(torch.tensor(getattr(clip_vision, "image_std", [0.0])).float(), torch.from_numpy(CLIP_STD)))
+
+
 def clip_context(clip_vision, image, width):
-    """IMAGE (1,H,W,3) → context (1, 1, width) float32 (CPU)."""
+    """IMAGE (1,H,W,3) → context (1, 1, width) float32 (CPU). Preprocessing as the official code
+    (transformers' CLIPImageProcessor, via the core) when the host model allows it."""
     if not hasattr(clip_vision, "encode_image"):
         raise ValueError(f"clip_vision: expected a CLIP_VISION model, got {type(clip_vision).__name__}; {CLIP_HINT}")
-    out = clip_vision.encode_image(image)
-    embeds = getattr(out, "image_embeds", None)
+    if _standard_clip(clip_vision):
+        mm.load_model_gpu(clip_vision.patcher)
+        pixels = clip_pixels_from_tensor(image[0]).to(clip_vision.load_device)
+        out = clip_vision.model(pixel_values=pixels, intermediate_output=-2)
+        embeds = out[2] if isinstance(out, (tuple, list)) and len(out) > 2 else None
+    else:
+        embeds = getattr(clip_vision.encode_image(image), "image_embeds", None)
     if embeds is None:
         raise ValueError(f"clip_vision: this model gives no projected image embeddings; {CLIP_HINT}")
     if embeds.shape[-1] != width:

@@ -61,6 +61,7 @@ class PersonaLiveStreamSampler(io.ComfyNode):
         )
 
     @classmethod
+    @torch.no_grad()
     def execute(cls, model, reference, motion, vae, seed, keyframe_threshold=17.0, max_keyframes=3,
                 keep_warmup=False) -> io.NodeOutput:
         _expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")

@@ -1,4 +1,4 @@
-"""`python -m personalive_core`: render, bench, check-weights, make-random-weights, convert."""
+"""`python -m personalive_core`: render, bench, bench-memory, check-weights, make-random-weights, convert."""
 import argparse
 import os
 import sys
@@ -7,7 +7,7 @@ import time
 import numpy as np
 import torch
 
-from .video_io import DrivingSource, InputError, VideoWriter, load_image, square, to_uint8
+from .video_io import DrivingSource, InputError, VideoWriter, load_image, to_uint8
 from .weights import WeightsError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -33,65 +33,92 @@ def pick_dtype(name, device):
     return DTYPES[name]
 
 
-def driving_frames(source, size, limit):
+def limited(source, limit):
     for i, frame in enumerate(source):
         if limit is not None and i >= limit:
             return
-        h, w = frame.shape[:2]
-        if (h, w) != (size, size):
-            from PIL import Image
-            frame = np.asarray(square(Image.fromarray(frame), size))
         yield frame
 
 
 class Output:
-    """Writes frames to .mp4, .npy or a PNG folder as they come; a cut-short run keeps what it wrote."""
+    """Writes frames to .mp4, .npy or a PNG folder as they come; a cut-short run keeps what it wrote.
 
-    def __init__(self, path, fps, size, audio_from):
-        self.path, self.frames = path, []
+    Frames are float in [0, 1] or uint8, of any size; the first frame fixes the size (later frames of
+    another size are resized to it). H.264 in yuv420p needs even sides: an odd side gets one
+    replicated row or column."""
+
+    def __init__(self, path, fps, audio_from, log=None):
+        self.path, self.fps, self.audio_from, self.log = path, fps, audio_from, log or (lambda msg: None)
+        self.frames, self.writer, self.hw, self.count = [], None, None, 0
         self.kind = "mp4" if path.lower().endswith((".mp4", ".mov", ".mkv")) else (
             "npy" if path.lower().endswith(".npy") else "png")
-        if self.kind == "mp4":
-            self.writer = VideoWriter(path, fps, (size, size), audio_from)
-        elif self.kind == "png":
+        if self.kind == "png":
             os.makedirs(path, exist_ok=True)
-        self.count = 0
+
+    def _fit(self, frame):
+        if self.hw is None:
+            self.hw = frame.shape[:2]
+            if self.kind == "mp4":
+                h, w = self.hw
+                if h % 2 or w % 2:
+                    self.log(f"note: {w}x{h} has an odd side; the video is {w + w % 2}x{h + h % 2} "
+                             "(H.264 4:2:0 needs even sides; the last row/column is repeated)")
+                self.writer = VideoWriter(self.path, self.fps, (h + h % 2, w + w % 2), self.audio_from)
+        elif frame.shape[:2] != self.hw:
+            import cv2
+            frame = cv2.resize(frame, self.hw[::-1], interpolation=cv2.INTER_AREA)
+        return frame
 
     def write(self, frame):
+        frame = self._fit(frame)
         if self.kind == "npy":
-            self.frames.append(frame.astype(np.float32))
-        elif self.kind == "mp4":
-            self.writer.write(to_uint8(frame))
+            self.frames.append(frame.astype(np.float32) / 255 if frame.dtype == np.uint8 else frame.astype(np.float32))
         else:
-            from PIL import Image
-            Image.fromarray(to_uint8(frame)).save(os.path.join(self.path, f"{self.count:06d}.png"))
+            u8 = frame if frame.dtype == np.uint8 else to_uint8(frame)
+            if self.kind == "mp4":
+                h, w = self.hw
+                if h % 2 or w % 2:
+                    u8 = np.pad(u8, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                self.writer.write(u8)
+            else:
+                from PIL import Image
+                Image.fromarray(u8).save(os.path.join(self.path, f"{self.count:06d}.png"))
         self.count += 1
 
     def close(self):
         if self.kind == "npy":
             np.save(self.path, np.stack(self.frames) if self.frames else np.zeros((0, 0, 0, 3), np.float32))
-        elif self.kind == "mp4":
-            self.writer.close()
+        elif self.writer is not None:
+            self.writer.close(self.log)
 
 
 def cmd_render(a):
+    from .footage import Reframer
     from .models import load_models
     from .reference import encode_reference
     from .render import chunks_needed, render_stream
-    from .session import Settings
+    from .session import WARMUP, Settings
     if a.size % 64:
         raise InputError(f"--size {a.size}: must be a multiple of 64 (e.g. 256 or 512)")
     if a.frames is not None and a.frames <= 0:
         raise InputError(f"--frames {a.frames}: must be positive")
+    paste_into = a.paste_into or ("reference" if a.paste_back else "none")
+    if paste_into != "none" and a.crop != "auto":
+        raise InputError("--paste-back needs --crop auto (the paste-back warps the face crop back)")
+    if not 1.0 <= a.crop_scale <= 4.0:
+        raise InputError(f"--crop-scale {a.crop_scale}: use a value between 1 and 4 (default 1.75)")
+    if not 0.0 < a.feather <= 1.0:
+        raise InputError(f"--feather {a.feather}: use a value in (0, 1] (default 0.2)")
     device = pick_device(a.device)
     dtype = pick_dtype(a.dtype, device)
-    ref = load_image(a.reference)
+    reframer = Reframer(a.size, a.crop, paste_into, scale=a.crop_scale, feather=a.feather, log=log)
+    ref = reframer.reference(load_image(a.reference))
     source = DrivingSource(a.driving)
     log(f"loading weights from {a.weights} ({device}, {str(dtype).split('.')[-1]})")
     models = load_models(a.weights, device, dtype)
     reference = encode_reference(models, ref, a.size)
     audio = a.driving if source.has_audio() else None
-    out = Output(a.out, source.fps, a.size, audio)
+    out = Output(a.out, source.fps, audio, log)
     t0, total = time.perf_counter(), None
     if a.frames is not None:
         total = chunks_needed(a.frames)
@@ -101,12 +128,17 @@ def cmd_render(a):
         log(f"chunk {n}{eta}  {(time.perf_counter() - t0) / n:.2f} s/chunk")
 
     settings = Settings(official_quirks=not a.no_official_quirks)
+    frames = reframer.driving(limited(source, a.frames))
     try:
-        for frame in render_stream(models, reference, driving_frames(source, a.size, a.frames), a.seed,
-                                   a.keep_warmup, settings, progress):
-            out.write(frame)
+        for j, frame in enumerate(render_stream(models, reference, frames, a.seed, a.keep_warmup, settings, progress)):
+            out.write(reframer.output(frame, warmup=a.keep_warmup and j < WARMUP))
+    except KeyboardInterrupt:
+        log(f"interrupted after {out.count} frames: closing {a.out}")
+        raise
     finally:
         out.close()
+        if reframer.report():
+            log(reframer.report())
     log(f"wrote {out.count} frames to {a.out} in {time.perf_counter() - t0:.1f} s")
 
 
@@ -151,6 +183,17 @@ def parser():
     r.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
     r.add_argument("--keep-warmup", action="store_true", help="output the 12 warm-up frames first (official online behaviour)")
     r.add_argument("--no-official-quirks", action="store_true", help="skip the official code's fp16 roundings")
+    r.add_argument("--crop", default="none", choices=["none", "auto"],
+                   help="auto: square face crops of the reference and of every driving frame (face tracked and "
+                        "smoothed), for footage of any size and aspect; none: resize the reference, centre-crop "
+                        "the driving frames")
+    r.add_argument("--paste-back", action="store_true",
+                   help="with --crop auto: paste every generated face back into the original reference (or, with "
+                        "--paste-into driving, the original driving frame) at its original size, feathered")
+    r.add_argument("--paste-into", choices=["reference", "driving"], default=None,
+                   help="what --paste-back pastes into (default reference; implies --paste-back)")
+    r.add_argument("--crop-scale", type=float, default=1.75, help="crop side / detected face side (default 1.75)")
+    r.add_argument("--feather", type=float, default=0.2, help="paste-back mask ramp, fraction of the crop radius")
     r.set_defaults(fn=cmd_render)
     c = sub.add_parser("check-weights", help="list the expected files and their key coverage")
     c.add_argument("weights")
@@ -176,6 +219,8 @@ def parser():
     b.add_argument("--vae", default="full", choices=["full", "taesd"])
     b.add_argument("--no-cache-kv", action="store_true", help="re-project the reference tokens at every chunk")
     b.set_defaults(fn=cmd_bench)
+    from .bench_memory import add_parser as add_bench_memory
+    add_bench_memory(sub)
     return p
 
 

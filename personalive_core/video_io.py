@@ -110,13 +110,26 @@ class VideoWriter:
             self.container.mux(packet)
         self.frames += 1
 
-    def close(self):
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+    def close(self, log=None):
+        """Flush and close; then add the audio. If adding the audio fails or is interrupted (a
+        second Ctrl-C), the video-only file takes its place, so `path` is always playable."""
+        try:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        finally:
+            self.container.close()
         if self.audio_from:
-            mux_audio(self.tmp, self.audio_from, self.path, self.frames / self.fps)
-            os.remove(self.tmp)
+            try:
+                mux_audio(self.tmp, self.audio_from, self.path, self.frames / self.fps)
+            except BaseException as e:
+                os.replace(self.tmp, self.path)
+                if not isinstance(e, Exception):
+                    raise
+                if log:
+                    log(f"warning: could not add the audio of {self.audio_from} ({e}); {self.path} has video only")
+            else:
+                if os.path.exists(self.tmp):
+                    os.remove(self.tmp)
 
 
 def mux_audio(video_path, audio_source, out_path, duration):
@@ -127,6 +140,17 @@ def mux_audio(video_path, audio_source, out_path, duration):
         if not src.streams.audio:
             os.replace(video_path, out_path)
             return
+    tmp = out_path + ".audio" + os.path.splitext(out_path)[1]  # whole, then renamed: never half a file
+    try:
+        _mux(video_path, audio_source, tmp, duration)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _mux(video_path, audio_source, out_path, duration):
+    import av
     with av.open(video_path) as vin, av.open(audio_source) as ain, av.open(out_path, "w") as out:
         vs = out.add_stream_from_template(vin.streams.video[0])
         a_in = ain.streams.audio[0]

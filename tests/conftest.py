@@ -6,6 +6,8 @@ from personalive_core.models import load_models
 from personalive_core.random_weights import write_random_weights
 
 SIZE = 64  # smallest generation size: latents 8×8, four UNet levels
+# tiny models run many small ops: a second thread costs more in synchronisation than it gains
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -27,8 +27,9 @@ def test_published_key_layout():
     assert sd[mm].shape == (1280, 16)
     pe = "mid_block.temporal_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.pos_encoder.pe"
     assert sd[pe].shape == (1, 32, 1280)
-    assert sum(".motion_modules." in k and k.endswith("proj_in.weight") for k in sd) == 19
-    assert sum(".temporal_modules." in k and k.endswith("proj_in.weight") for k in sd) == 19
+    # one of each per resnet layer: 4 down blocks × 2 + mid 1 + 4 up blocks × 3
+    assert sum(".motion_modules." in k and k.endswith("proj_in.weight") for k in sd) == 21
+    assert sum(".temporal_modules." in k and k.endswith("proj_in.weight") for k in sd) == 21
     assert len([k for k in sd if k.startswith("up_blocks.0.attentions")]) == 0
 
 

@@ -1,0 +1,113 @@
+"""Real-world footage around the model: face crops in, pasted-back frames out, streaming.
+
+The model works on `size × size` squares. `Reframer` sits between the footage and the stream:
+- `reference(image)`: the reference picture the model sees (with `crop="auto"` the square around
+  the detected face, else the picture unchanged, which `encode_reference` resizes);
+- `driving(frames)`: the driving frames the model sees (with `crop="auto"` a `FaceTracker` follows
+  the face and every frame is cropped to its smoothed square, else centre square + resize);
+- `output(frame, warmup)`: one generated frame → what is written (with `paste_into` the frame
+  warped back into the original reference or driving frame at its original resolution, with the
+  feathered mask of `face_crop.paste_back`; else the generated frame itself).
+
+Memory stays flat: the tracker is O(1), and for `paste_into="driving"` only the original frames
+whose outputs are still in the stream's window (about 20) are kept.
+"""
+from collections import deque
+
+import numpy as np
+from PIL import Image
+
+from . import face_crop as fc
+from .video_io import square
+
+CROP_MODES = ("none", "auto")
+PASTE_TARGETS = ("none", "reference", "driving")
+MISSING_SHOWN = 10  # frame indices kept for the report; the count is exact
+
+
+class Reframer:
+    def __init__(self, size, crop="none", paste_into="none", scale=fc.DEFAULT_SCALE, feather=0.2,
+                 detector="auto", log=None, **tracker_kw):
+        if crop not in CROP_MODES:
+            raise ValueError(f"crop {crop!r}: use one of {CROP_MODES}")
+        if paste_into not in PASTE_TARGETS:
+            raise ValueError(f"paste_into {paste_into!r}: use one of {PASTE_TARGETS}")
+        if paste_into != "none" and crop != "auto":
+            raise ValueError("paste-back needs face crops: use crop 'auto' with it")
+        self.size, self.crop, self.paste_into, self.feather = size, crop, paste_into, feather
+        self.scale, self.detector, self.tracker_kw = scale, detector, tracker_kw
+        self.log = log or (lambda msg: None)
+        self.reference_found = None  # True/False after `reference()` with crop "auto"
+        self.reference_original = self.reference_info = None
+        self.pending = deque()  # (original driving frame or None, CropInfo) awaiting their output
+        self.frames = 0  # driving frames read
+        self.missing = 0
+        self.missing_first = []
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def reference(self, image):
+        """PIL RGB → the PIL image to encode as the reference."""
+        if self.crop == "none":
+            return image
+        arr = np.asarray(image.convert("RGB"))
+        box = fc.find_crop_box(arr, scale=self.scale, detector=self.detector)
+        self.reference_found = box is not None
+        if box is None:
+            box = fc.center_box(arr.shape[:2])
+            self.log("warning: no face found in the reference; using its centred square")
+        patch, self.reference_info = fc.crop(arr, box, self.size)
+        if self.paste_into == "reference":
+            self.reference_original = arr
+        return Image.fromarray(patch)
+
+    def driving(self, frames):
+        """Iterable of uint8 (H, W, 3) original frames → uint8 (size, size, 3) model frames."""
+        tracker = fc.FaceTracker(scale=self.scale, detector=self.detector, **self.tracker_kw) \
+            if self.crop == "auto" else None
+        for frame in frames:
+            i = self.frames
+            self.frames += 1
+            if tracker is None:
+                yield frame if frame.shape[:2] == (self.size, self.size) else \
+                    np.asarray(square(Image.fromarray(frame), self.size))
+                continue
+            box = tracker.update(frame)
+            if not tracker.found:
+                self.missing += 1
+                if len(self.missing_first) < MISSING_SHOWN:
+                    self.missing_first.append(i)
+            patch, info = fc.crop(frame, box, self.size)
+            if self.paste_into == "driving":
+                self.pending.append((frame, info))
+            yield patch
+
+    # -- output ----------------------------------------------------------------------------------
+    @property
+    def out_hw(self):
+        """Output frame size (h, w), or None when it is known only from the first driving frame."""
+        if self.paste_into == "reference":
+            return self.reference_original.shape[:2]
+        if self.paste_into == "none":
+            return (self.size, self.size)
+        return None
+
+    def output(self, frame, warmup=False):
+        """A generated float frame (size, size, 3) in [0, 1] → the frame to write: float (unchanged)
+        or uint8 (pasted into the original). Call once per stream output, in order; warm-up
+        frames (no driving frame of their own) are pasted into the first driving frame."""
+        if self.paste_into == "none":
+            return frame
+        if self.paste_into == "reference":
+            return fc.paste_back(frame, self.reference_original, self.reference_info, self.feather)
+        if not self.pending:
+            raise RuntimeError("an output frame arrived before its driving frame")
+        original, info = self.pending[0] if warmup else self.pending.popleft()
+        return fc.paste_back(frame, original, info, self.feather)
+
+    def report(self):
+        """One line about driving frames without a face, or None when every frame had one."""
+        if self.crop != "auto" or not self.missing:
+            return None
+        shown = ", ".join(map(str, self.missing_first)) + (", …" if self.missing > len(self.missing_first) else "")
+        return (f"no face found in {self.missing} of {self.frames} driving frames (frames {shown}); "
+                "they reuse the last face box (the centred square before the first face)")
