@@ -32,8 +32,8 @@ class Reframer:
             raise ValueError(f"crop {crop!r}: use one of {CROP_MODES}")
         if paste_into not in PASTE_TARGETS:
             raise ValueError(f"paste_into {paste_into!r}: use one of {PASTE_TARGETS}")
-        if paste_into != "none" and crop != "auto":
-            raise ValueError("paste-back needs face crops: use crop 'auto' with it")
+        if paste_into == "driving" and crop != "auto":
+            raise ValueError("pasting into the driving frames needs their face crops: use crop 'auto'")
         self.size, self.crop, self.paste_into, self.feather = size, crop, paste_into, feather
         self.scale, self.detector, self.tracker_kw = scale, detector, tracker_kw
         self.log = log or (lambda msg: None)
@@ -60,6 +60,14 @@ class Reframer:
             self.reference_original = arr
         return Image.fromarray(patch)
 
+    def set_reference_crop(self, original, info):
+        """For `paste_into="reference"` when the reference was cropped elsewhere: the original
+        picture (uint8 or float (H, W, 3)) and the CropInfo of its crop."""
+        if tuple(info.image_hw) != tuple(original.shape[:2]):
+            raise ValueError(f"the reference crop is for a {info.image_hw[1]}x{info.image_hw[0]} picture, the original "
+                             f"reference is {original.shape[1]}x{original.shape[0]}")
+        self.reference_original, self.reference_info = original, info
+
     def driving(self, frames):
         """Iterable of uint8 (H, W, 3) original frames → uint8 (size, size, 3) model frames."""
         tracker = fc.FaceTracker(scale=self.scale, detector=self.detector, **self.tracker_kw) \
@@ -82,15 +90,6 @@ class Reframer:
             yield patch
 
     # -- output ----------------------------------------------------------------------------------
-    @property
-    def out_hw(self):
-        """Output frame size (h, w), or None when it is known only from the first driving frame."""
-        if self.paste_into == "reference":
-            return self.reference_original.shape[:2]
-        if self.paste_into == "none":
-            return (self.size, self.size)
-        return None
-
     def output(self, frame, warmup=False):
         """A generated float frame (size, size, 3) in [0, 1] → the frame to write: float (unchanged)
         or uint8 (pasted into the original). Call once per stream output, in order; warm-up
@@ -98,6 +97,9 @@ class Reframer:
         if self.paste_into == "none":
             return frame
         if self.paste_into == "reference":
+            if self.reference_info is None:
+                raise RuntimeError("pasting into the reference needs its crop: call reference() with crop "
+                                   "'auto', or set_reference_crop()")
             return fc.paste_back(frame, self.reference_original, self.reference_info, self.feather)
         if not self.pending:
             raise RuntimeError("an output frame arrived before its driving frame")

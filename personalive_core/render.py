@@ -42,17 +42,21 @@ def to_model_frames(frames_u8, device):
     return (x.float() / 255.0 * 2.0 - 1.0).permute(0, 3, 1, 2)
 
 
-def render_stream(models, reference, frames, seed=0, keep_warmup=False, settings=None, on_chunk=None):
+def render_stream(models, reference, frames, seed=0, keep_warmup=False, settings=None, on_chunk=None,
+                  decoder=None):
     """Yield float32 numpy frames (H, W, 3) in [0, 1], one per driving frame (after the 12
     warm-up frames if `keep_warmup`). `frames` iterates uint8 (H, W, 3) arrays at the reference
-    size. `on_chunk(n_pushed, frames_tensor)` is called after every chunk (progress, previews)."""
+    size. `on_chunk(n_pushed, frames_tensor)` is called after every chunk (progress, previews).
+    `decoder(latents)`: scaled latents (4, 4, h, w) → frames (4, H, W, 3) in [0, 1] (default: the
+    core VAE of `models`; a host application may bring its own)."""
     session = StreamingSession(models, reference, seed, settings)
     padding, chunk, total, produced = Padding(), [], 0, 0
     first = 0 if keep_warmup else WARMUP
 
     def push(chunk):
         nonlocal produced
-        out = decode(models.vae, session.push(to_model_frames(chunk, models.device)))
+        latents = session.push(to_model_frames(chunk, models.device))
+        out = decoder(latents) if decoder else decode(models.vae, latents)
         if on_chunk:
             on_chunk(produced // CHUNK + 1, out)
         out = out.cpu().numpy()

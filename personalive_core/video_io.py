@@ -89,15 +89,23 @@ class DrivingSource:
             return bool(c.streams.audio)
 
 
+FRAGMENT_SECONDS = 1  # a fragment (moof + mdat) reaches the disk at least this often
+
+
 class VideoWriter:
     """H.264 MP4 written frame by frame; fragmented so a file cut short still plays.
-    Audio of `audio_from` (if any) is copied in at `close()`, trimmed to the video's length."""
+
+    Fragments are cut at keyframes and at least every FRAGMENT_SECONDS, so a process killed
+    outright (SIGKILL, power loss) leaves every frame up to about a second (plus the encoder's
+    lookahead) before the end. Audio of `audio_from` (if any) is added at `close()`, trimmed to
+    the video's length; until then the video is written to `path + ".partial.mp4"`."""
 
     def __init__(self, path, fps, size, audio_from=None, crf=18):
         import av
         self.path, self.fps, self.audio_from = path, Fraction(fps), audio_from
         self.tmp = path + ".partial.mp4" if audio_from else path
-        self.container = av.open(self.tmp, "w", options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+        self.container = av.open(self.tmp, "w", options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
+                                                         "frag_duration": str(int(FRAGMENT_SECONDS * 1e6)), "flush_packets": "1"})
         self.stream = self.container.add_stream("libx264", rate=self.fps)
         self.stream.width, self.stream.height = size[1], size[0]
         self.stream.pix_fmt = "yuv420p"

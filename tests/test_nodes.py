@@ -1,0 +1,411 @@
+"""The ComfyUI nodes, called directly inside this process (no server).
+
+Needs `COMFYUI_PATH` (a ComfyUI checkout, v0.3.64 or newer, whose requirements this Python has);
+skipped otherwise. The host's CLIP_VISION and VAE are stood in for by thin objects around the core's
+tiny image encoder and VAE (same methods as `comfy.clip_vision.ClipVisionModel.encode_image` and
+`comfy.sd.VAE.encode/decode`), so the node graph can be compared frame for frame with the core's
+`render_stream` on the same tiny weights. tests/test_comfy_host.py runs the real host loaders.
+"""
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import moving_frames
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMFY = os.environ.get("COMFYUI_PATH")
+SIZE = 64
+
+pytestmark = pytest.mark.skipif(
+    not COMFY or not os.path.isfile(os.path.join(COMFY, "main.py")),
+    reason="set COMFYUI_PATH to a ComfyUI checkout (with main.py) to run the node tests")
+
+
+def load_extension():
+    """Import ComfyUI (CPU) and this repository as a custom-node package, as the host does; returns
+    the package (its `nodes` subpackage holds the node modules)."""
+    if "personalive_ext" in sys.modules:
+        return sys.modules["personalive_ext"]
+    if COMFY not in sys.path:
+        sys.path.insert(0, COMFY)  # before the repo root, whose nodes/ would shadow ComfyUI's nodes.py
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = True  # before comfy.model_management is imported
+    spec = importlib.util.spec_from_file_location("personalive_ext", os.path.join(REPO, "__init__.py"),
+                                                  submodule_search_locations=[REPO])
+    ext = importlib.util.module_from_spec(spec)
+    sys.modules["personalive_ext"] = ext
+    spec.loader.exec_module(ext)
+    return ext
+
+
+@pytest.fixture(scope="module")
+def ext():
+    return load_extension()
+
+
+@pytest.fixture(scope="module")
+def N(ext):
+    return ext.nodes
+
+
+class Folders:
+    """The registered personalive folders, replaceable by tests (ComfyUI's file-list cache cleared)."""
+
+    def __init__(self):
+        import folder_paths
+        self.fp = folder_paths
+        self.paths = folder_paths.folder_names_and_paths["personalive"][0]
+        self.saved = list(self.paths)
+
+    def set(self, *paths):
+        self.paths[:] = [str(p) for p in paths]
+        self.fp.filename_list_cache.pop("personalive", None)
+
+    def restore(self):
+        self.set(*self.saved)
+
+
+@pytest.fixture()
+def weights_folder(N, tiny_weights):
+    """models/personalive pointing at the tiny weights (restored afterwards)."""
+    folders = Folders()
+    folders.set(os.path.join(tiny_weights, "personalive"))
+    yield folders
+    folders.restore()
+
+
+@pytest.fixture()
+def model(N, weights_folder):
+    return N.load_model.PersonaLiveLoadModel.execute("personalive", "auto").result[0]
+
+
+class FakeClipVision:
+    """CLIP_VISION stand-in over the core image encoder (encode_image → .image_embeds)."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def encode_image(self, image, crop=True):
+        from personalive_core.preprocess import clip_pixels_from_tensor
+        out = type("Output", (), {})()
+        out.image_embeds = self.encoder(clip_pixels_from_tensor(image[0]))
+        return out
+
+
+class FakeVAE:
+    """VAE stand-in over the core AutoencoderKL: IMAGE 0..1 ↔ unscaled latents."""
+    latent_channels, downscale_ratio = 4, 8
+
+    def __init__(self, vae):
+        self.vae = vae
+
+    def encode(self, pixels):
+        return self.vae.encode(pixels.movedim(-1, 1) * 2 - 1).latent_dist.mean
+
+    def decode(self, latents):
+        return (self.vae.decode(latents).sample.permute(0, 2, 3, 1) / 2 + 0.5).clamp(0, 1)
+
+
+@pytest.fixture()
+def host_models(tiny_models):
+    return FakeClipVision(tiny_models.image_encoder), FakeVAE(tiny_models.vae)
+
+
+def as_image(frames_u8):
+    return torch.from_numpy(np.stack(frames_u8)).float() / 255
+
+
+@pytest.fixture(scope="module")
+def reference_u8():
+    return moving_frames(1, 96, seed=3)[0][:80]  # 80×96: not square
+
+
+def run_graph(N, model, clip, vae, ref_u8, driving, size=SIZE, seed=0, resize="stretch", **sampler):
+    ref = as_image([ref_u8])
+    reference = N.encode_reference.PersonaLiveEncodeReference.execute(model, clip, vae, ref, size, resize).result[0]
+    motion, preview, fps, audio = N.extract_motion.PersonaLiveExtractMotion.execute(
+        model, ref, size, resize, driving_images=as_image(driving)).result
+    images, latent = N.sampler.PersonaLiveStreamSampler.execute(model, reference, motion, vae, seed, **sampler).result
+    return reference, motion, preview, images, latent
+
+
+def core_render(tiny_models, ref_u8, driving, size=SIZE, seed=0, keep_warmup=False, threshold=17.0):
+    from PIL import Image
+    from personalive_core.history import KeyframeSettings
+    from personalive_core.reference import encode_reference
+    from personalive_core.render import render_stream
+    from personalive_core.session import Settings
+    from personalive_core.video_io import square
+    frames = [np.asarray(square(Image.fromarray(f), size)) for f in driving]
+    with torch.no_grad():
+        reference = encode_reference(tiny_models, Image.fromarray(ref_u8), size)
+        settings = Settings(keyframes=KeyframeSettings(threshold=threshold))
+        return np.stack(list(render_stream(tiny_models, reference, frames, seed, keep_warmup, settings)))
+
+
+# -- registration and schemas --------------------------------------------------------------------------
+def test_entrypoint_lists_the_nodes(ext):
+    extension = asyncio.run(ext.comfy_entrypoint())
+    nodes = asyncio.run(extension.get_node_list())
+    assert [n.define_schema().node_id for n in nodes] == [
+        "PersonaLiveLoadModel", "PersonaLiveEncodeReference", "PersonaLiveExtractMotion", "PersonaLiveStreamSampler"]
+
+
+def test_schemas_have_prefix_category_and_tooltips(ext):
+    for node in ext.NODES:
+        schema = node.define_schema()
+        assert schema.node_id.startswith("PersonaLive") and schema.category == "PersonaLive"
+        assert schema.description
+        for item in schema.inputs:
+            assert item.tooltip, f"{schema.node_id}.{item.id} has no tooltip"
+        for item in schema.outputs:
+            assert item.tooltip, f"{schema.node_id} output {item.display_name} has no tooltip"
+
+
+def test_model_folder_registered(N):
+    import folder_paths
+    paths, extensions = folder_paths.folder_names_and_paths["personalive"]
+    assert os.path.join(folder_paths.models_dir, "personalive") in paths
+    assert {".pth", ".safetensors"} <= set(extensions)
+
+
+def test_weight_sets_lists_subfolders(N, tiny_weights, tmp_path, weights_folder):
+    root = tmp_path / "personalive"
+    shutil.copytree(os.path.join(tiny_weights, "personalive"), root / "v2")
+    shutil.copy(os.path.join(tiny_weights, "personalive", "pose_guider.pth"), root / "stray.pth")
+    weights_folder.set(root)
+    assert N.common.weight_sets() == ["personalive/v2"]
+    assert set(N.load_model.resolve_files("personalive/v2")) == set(N.load_model.PERSONALIVE_FILES)
+    weights_folder.set(tmp_path / "empty")
+    assert N.common.weight_sets() == ["personalive"]  # still a valid combo value; loading then explains
+
+
+# -- loading -------------------------------------------------------------------------------------------
+def test_load_model_gives_a_managed_patcher(N, model):
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    assert isinstance(model, comfy.model_patcher.ModelPatcher)
+    assert model.model.info.dtype == torch.float32  # auto on the CPU
+    m = N.common.load_networks(model, SIZE)
+    assert any(lm.model is model for lm in mm.current_loaded_models)
+    assert m.device.type == "cpu" and m.dtype == torch.float32
+
+
+def test_missing_files_error_lists_files_and_folders(N, tiny_weights, tmp_path, weights_folder):
+    folder = tmp_path / "personalive"
+    folder.mkdir()
+    shutil.copy(os.path.join(tiny_weights, "personalive", "denoising_unet.pth"), folder)
+    weights_folder.set(folder)
+    with pytest.raises(FileNotFoundError) as e:
+        N.load_model.PersonaLiveLoadModel.execute("personalive", "auto")
+    message = str(e.value)
+    for name in ("temporal_module", "reference_unet", "pose_guider", "motion_encoder", "motion_extractor",
+                 str(folder), "models/clip_vision", "models/vae", "huaichang/PersonaLive"):
+        assert name in message, message
+
+
+def test_wrong_file_error_names_it(N, tiny_weights, tmp_path, weights_folder):
+    folder = tmp_path / "personalive"
+    shutil.copytree(os.path.join(tiny_weights, "personalive"), folder)
+    shutil.copy(folder / "motion_encoder.pth", folder / "pose_guider.pth")  # a wrong file under a right name
+    weights_folder.set(folder)
+    with pytest.raises(ValueError) as e:
+        N.load_model.PersonaLiveLoadModel.execute("personalive", "auto")
+    assert "pose_guider.pth" in str(e.value) and "PoseGuider" in str(e.value), str(e.value)
+
+
+def test_fp16_on_cpu_is_refused(N, weights_folder):
+    with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
+        N.load_model.PersonaLiveLoadModel.execute("personalive", "fp16")
+
+
+# -- the graph against the core ------------------------------------------------------------------------
+def test_graph_matches_core_render(N, model, host_models, tiny_models, reference_u8):
+    """26 driving frames (last chunk partial, 10 chunks so the historical-keyframe test runs; threshold 0
+    so a keyframe is taken): the sampler's frames equal the core's render_stream frames."""
+    driving = moving_frames(26, 80)
+    clip, vae = host_models
+    reference, motion, preview, images, latent = run_graph(N, model, clip, vae, reference_u8, driving,
+                                                           keyframe_threshold=0.0)
+    expected = core_render(tiny_models, reference_u8, driving, threshold=0.0)
+    assert images.shape == (26, SIZE, SIZE, 3) and images.dtype == torch.float32
+    np.testing.assert_allclose(images.numpy(), expected, atol=1e-5)
+    assert len(motion.chunks) == 10 and motion.frames == 26
+    # LATENT: unscaled SD latents that decode to the same frames
+    assert latent["samples"].shape == (26, 4, SIZE // 8, SIZE // 8)
+    with torch.no_grad():
+        decoded = vae.decode(latent["samples"])
+    np.testing.assert_allclose(decoded.numpy(), images.numpy(), atol=1e-5)
+    assert preview.shape == (26, SIZE, SIZE, 3)
+
+
+def test_keep_warmup_outputs_the_interpolation_frames(N, model, host_models, tiny_models, reference_u8):
+    driving = moving_frames(3, 64)
+    clip, vae = host_models
+    *_, images, latent = run_graph(N, model, clip, vae, reference_u8, driving, seed=5, keep_warmup=True)
+    expected = core_render(tiny_models, reference_u8, driving, seed=5, keep_warmup=True)
+    assert images.shape[0] == 12 + 3 == latent["samples"].shape[0]
+    np.testing.assert_allclose(images.numpy(), expected, atol=1e-5)
+
+
+def test_reference_is_reused_across_runs(N, model, host_models, reference_u8):
+    """One encoded reference, two sampler runs (other seed), no re-encoding; same seed → same frames."""
+    clip, vae = host_models
+    driving = moving_frames(4, 64)
+    reference, motion, _, first, _ = run_graph(N, model, clip, vae, reference_u8, driving, seed=1)
+    sample = N.sampler.PersonaLiveStreamSampler.execute
+    again = sample(model, reference, motion, vae, 1).result[0]
+    other = sample(model, reference, motion, vae, 2).result[0]
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+# -- driving input -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def driving_video(tmp_path_factory):
+    from test_comfy_host import make_media
+    return make_media(str(tmp_path_factory.mktemp("media")), frames=9, fps=12)
+
+
+def test_video_input_streams_like_the_image_batch(N, model, reference_u8, driving_video):
+    from comfy_api.latest import InputImpl
+    video = InputImpl.VideoFromFile(driving_video[1])
+    parts = video.get_components()
+    ref = as_image([reference_u8])
+    extract = N.extract_motion.PersonaLiveExtractMotion.execute
+    a, prev_a, fps_a, audio_a = extract(model, ref, SIZE, "stretch", driving_images=parts.images,
+                                        preview="side by side").result
+    b, prev_b, fps_b, audio_b = extract(model, ref, SIZE, "stretch", driving_video=video, preview="side by side").result
+    assert a.frames == b.frames == 9 and len(a.chunks) == len(b.chunks)
+    for x, y in zip(a.chunks, b.chunks):
+        assert torch.equal(x.keypoints, y.keypoints) and torch.equal(x.tokens, y.tokens)
+    assert torch.equal(prev_a, prev_b) and prev_a.shape == (9, SIZE, 2 * SIZE, 3)
+    assert fps_b == float(parts.frame_rate) == 12.0 and fps_a == 25.0  # an IMAGE batch carries no rate
+    assert audio_a is None and audio_b["sample_rate"] == 16000
+    assert torch.equal(audio_b["waveform"], parts.audio["waveform"])
+
+
+def test_max_frames_cuts_frames_and_audio(N, model, reference_u8, driving_video):
+    from comfy_api.latest import InputImpl
+    video = InputImpl.VideoFromFile(driving_video[1])
+    motion, preview, fps, audio = N.extract_motion.PersonaLiveExtractMotion.execute(
+        model, as_image([reference_u8]), SIZE, "stretch", driving_video=video, max_frames=5, preview="none").result
+    assert motion.frames == 5 and len(motion.chunks) == 2 + 3
+    assert preview.shape == (1, 64, 64, 3)
+    assert audio["waveform"].shape[-1] == round(5 / 12 * 16000)
+
+
+# -- mistakes ------------------------------------------------------------------------------------------
+def test_mismatched_reference_and_motion_are_refused(N, model, host_models, reference_u8):
+    clip, vae = host_models
+    ref = as_image([reference_u8])
+    other = as_image([moving_frames(1, 96, seed=9)[0]])
+    encode = N.encode_reference.PersonaLiveEncodeReference.execute
+    extract = N.extract_motion.PersonaLiveExtractMotion.execute
+    sample = N.sampler.PersonaLiveStreamSampler.execute
+    reference = encode(model, clip, vae, ref, SIZE, "stretch").result[0]
+    driving = as_image(moving_frames(4, 64))
+    with pytest.raises(ValueError, match="different reference picture"):
+        sample(model, reference, extract(model, other, SIZE, "stretch", driving_images=driving).result[0], vae, 0)
+    with pytest.raises(ValueError, match="different reference picture"):
+        sample(model, reference, extract(model, ref, SIZE, "center crop", driving_images=driving).result[0], vae, 0)
+    with pytest.raises(ValueError, match="size 128"):
+        sample(model, reference, extract(model, ref, 128, "stretch", driving_images=driving).result[0], vae, 0)
+    with pytest.raises(ValueError, match="PersonaLive Encode Reference"):
+        sample(model, "not a reference", None, vae, 0)
+
+
+def test_bad_inputs_are_explained(N, model, host_models, reference_u8):
+    clip, vae = host_models
+    ref = as_image([reference_u8])
+    encode = N.encode_reference.PersonaLiveEncodeReference.execute
+    extract = N.extract_motion.PersonaLiveExtractMotion.execute
+    with pytest.raises(ValueError, match="batch of 2"):
+        encode(model, clip, vae, ref.repeat(2, 1, 1, 1), SIZE, "stretch")
+    with pytest.raises(ValueError, match="multiple of 64"):
+        encode(model, clip, vae, ref, 100, "stretch")
+    with pytest.raises(ValueError, match="exactly one driving input"):
+        extract(model, ref, SIZE, "stretch")
+    with pytest.raises(ValueError, match="no frames"):
+        extract(model, ref, SIZE, "stretch", driving_images=ref[:0])
+
+    class WideClip(FakeClipVision):
+        def encode_image(self, image, crop=True):
+            out = type("Output", (), {})()
+            out.image_embeds = torch.zeros(1, 1024)
+            return out
+    with pytest.raises(ValueError, match="1024-d image embeddings but the PersonaLive UNets expect 16-d"):
+        encode(model, WideClip(None), vae, ref, SIZE, "stretch")
+
+    class FluxVAE(FakeVAE):
+        latent_channels = 16
+    with pytest.raises(ValueError, match="SD 1.x latent space"):
+        encode(model, clip, FluxVAE(None), ref, SIZE, "stretch")
+
+
+# -- host integration: progress, previews, interrupt ---------------------------------------------------
+def test_progress_previews_and_interrupt(N, model, host_models, reference_u8):
+    import comfy.model_management as mm
+    import comfy.utils
+    clip, vae = host_models
+    ref = as_image([reference_u8])
+    reference = N.encode_reference.PersonaLiveEncodeReference.execute(model, clip, vae, ref, SIZE, "stretch").result[0]
+    motion = N.extract_motion.PersonaLiveExtractMotion.execute(
+        model, ref, SIZE, "stretch", driving_images=as_image(moving_frames(5, 64))).result[0]
+    calls = []
+    saved = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total, preview)))
+    try:
+        N.sampler.PersonaLiveStreamSampler.execute(model, reference, motion, vae, 0)
+        assert [c[:2] for c in calls] == [(k, 5) for k in range(1, 6)]
+        previews = [c[2] for c in calls if c[2] is not None]
+        assert len(previews) == 2 and previews[0][0] == "JPEG" and previews[0][1].size == (SIZE, SIZE)
+        mm.interrupt_current_processing(True)
+        with pytest.raises(mm.InterruptProcessingException):
+            N.sampler.PersonaLiveStreamSampler.execute(model, reference, motion, vae, 0)
+        assert not mm.processing_interrupted()
+    finally:
+        mm.interrupt_current_processing(False)
+        comfy.utils.set_progress_bar_global_hook(saved)
+
+
+# -- shipped workflows ---------------------------------------------------------------------------------
+WORKFLOW_NAMES = sorted(f[:-5] for f in os.listdir(os.path.join(REPO, "workflows")) if f.endswith(".json"))
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_ui_and_api_workflows_are_the_same_graph(ext, name):
+    """Links of the UI file = node references of the API file; PersonaLive widget values = API inputs."""
+    from comfy_api.latest import io
+    with open(os.path.join(REPO, "workflows", name + ".json")) as f:
+        ui = json.load(f)
+    with open(os.path.join(REPO, "workflows", "api", name + ".json")) as f:
+        api = json.load(f)
+    nodes = {n["id"]: n for n in ui["nodes"] if n["type"] not in ("Note", "MarkdownNote")}
+    assert {str(i): n["type"] for i, n in nodes.items()} == {k: v["class_type"] for k, v in api.items()}
+    linked = set()
+    for link_id, src, slot, dst, dst_slot, kind in ui["links"]:
+        entry = nodes[dst]["inputs"][dst_slot]
+        assert entry["link"] == link_id and link_id in nodes[src]["outputs"][slot]["links"]
+        assert api[str(dst)]["inputs"][entry["name"]] == [str(src), slot]
+        assert nodes[src]["outputs"][slot]["type"] == kind == entry["type"]
+        linked.add((dst, entry["name"]))
+    schemas = {n.define_schema().node_id: n.define_schema() for n in ext.NODES}
+    for nid, node in nodes.items():
+        if node["type"] not in schemas:
+            continue
+        widgets = [i for i in schemas[node["type"]].inputs if isinstance(i, io.WidgetInput)]
+        values = list(node["widgets_values"])
+        for item in widgets:
+            value = values.pop(0)
+            if getattr(item, "control_after_generate", False):
+                assert values.pop(0) in ("fixed", "randomize", "increment", "decrement")
+            if (nid, item.id) not in linked:
+                assert api[str(nid)]["inputs"][item.id] == value, (name, nid, item.id)
+        assert not values
