@@ -79,6 +79,32 @@ def comfy_weights():
     return root
 
 
+def tamed_weights(weights, gain=0.1):
+    """`weights` with the denoiser's output layer scaled by `gain` (in weights/tamed, built once).
+
+    Random UNets are chaotic through the 4-step window: with the weights as written, the core against
+    itself with the CLIP context changed by 1e-7 (relative) already falls to ~19 dB PSNR, so a
+    host-vs-core comparison would only measure that chaos. With a 10× smaller noise prediction the
+    same 1e-7 perturbation costs ~38 dB, and the comparison measures the host's numerics."""
+    root = os.path.join(weights, "tamed")
+    if os.path.isfile(os.path.join(root, "complete")):
+        return root
+    from personalive_core.weights import read_state_dict, save_state_dict
+    os.makedirs(os.path.join(root, "personalive"), exist_ok=True)
+    for name in os.listdir(os.path.join(weights, "personalive")):
+        target, link = os.path.join(weights, "personalive", name), os.path.join(root, "personalive", name)
+        if name.startswith("denoising_unet"):
+            sd = read_state_dict(target)
+            save_state_dict({**sd, "conv_out.weight": sd["conv_out.weight"] * gain}, link)
+        elif not os.path.lexists(link):
+            os.symlink(target, link)
+    for folder in ("sd-image-variations-diffusers", "sd-vae-ft-mse"):
+        if not os.path.lexists(os.path.join(root, folder)):
+            os.symlink(os.path.join(weights, folder), os.path.join(root, folder))
+    open(os.path.join(root, "complete"), "w").close()
+    return root
+
+
 def install_models(weights, models):
     """Link the weights into a ComfyUI models/ folder under the names the workflows use."""
     links = {os.path.join("personalive", f): os.path.join(weights, "personalive", f)
@@ -251,7 +277,8 @@ def test_extension_loads(host):
             for key, value in spec["input"].get(group, {}).items():
                 assert len(value) > 1 and value[1].get("tooltip"), f"{name}.{key} has no tooltip"
     assert info["PersonaLiveLoadModel"]["input"]["required"]["weights"][1]["options"] == ["personalive"]
-    assert "IMPORT FAILED" not in host.tail(400)
+    failed = [line for line in host.tail(400).splitlines() if "IMPORT FAILED" in line and "personalive" in line]
+    assert not failed, host.tail()
 
 
 WORKFLOW_FILES = sorted(f for f in os.listdir(WORKFLOWS) if f.endswith(".json")) if os.path.isdir(WORKFLOWS) else []
@@ -293,6 +320,69 @@ def test_missing_weights_error(host):
     for expected in ("temporal_module", "reference_unet", "pose_guider", "motion_encoder", "motion_extractor",
                      os.path.join("models", "personalive", "broken"), "models/clip_vision", "models/vae"):
         assert expected in message, message
+
+
+def psnr(a, b):
+    return float(10 * np.log10(1 / max(float(((a - b) ** 2).mean()), 1e-20)))
+
+
+def test_parity_with_core_render(tmp_path):
+    """The nodes with the host's own CLIP-vision and VAE loaders against `python -m personalive_core
+    render` on the same weights, images and seed (no server: same code, fewer moving parts)."""
+    from test_nodes import load_extension
+    ext = load_extension()
+    import comfy.clip_vision
+    import comfy.sd
+    import comfy.utils
+    import folder_paths
+    from comfy_api.latest import InputImpl
+    from PIL import Image
+    N = ext.nodes
+    weights = tamed_weights(comfy_weights())
+    ref_path, drv_path = make_media(str(tmp_path))
+    paths = folder_paths.folder_names_and_paths["personalive"][0]
+    saved = list(paths)
+    paths[:] = [os.path.join(weights, "personalive")]
+    folder_paths.filename_list_cache.pop("personalive", None)
+    try:
+        model = N.load_model.PersonaLiveLoadModel.execute("personalive", "auto").result[0]
+    finally:
+        paths[:] = saved
+        folder_paths.filename_list_cache.pop("personalive", None)
+    clip = comfy.clip_vision.load(os.path.join(weights, "sd-image-variations-diffusers", "image_encoder",
+                                               "model.safetensors"))
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(os.path.join(weights, "sd-vae-ft-mse",
+                                                                   "diffusion_pytorch_model.safetensors")))
+    ref = torch.from_numpy(np.array(Image.open(ref_path).convert("RGB"))).float()[None] / 255
+    driving = InputImpl.VideoFromFile(drv_path).get_components().images
+    reference = N.encode_reference.PersonaLiveEncodeReference.execute(model, clip, vae, ref, SIZE, "stretch").result[0]
+    motion = N.extract_motion.PersonaLiveExtractMotion.execute(model, ref, SIZE, "stretch",
+                                                               driving_images=driving).result[0]
+    frames = N.sampler.PersonaLiveStreamSampler.execute(model, reference, motion, vae, 42).result[0].numpy()
+
+    out = os.path.join(str(tmp_path), "core.npy")
+    run = subprocess.run([sys.executable, "-m", "personalive_core", "render", "--weights", weights, "--reference",
+                          ref_path, "--driving", drv_path, "--out", out, "--size", str(SIZE), "--seed", "42"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    core = np.load(out)
+    assert frames.shape == core.shape == (DRIVING_FRAMES, SIZE, SIZE, 3)
+    value = psnr(frames, core)
+    print(f"host nodes vs core render: PSNR {value:.2f} dB over {len(frames)} frames, max abs "
+          f"{np.abs(frames - core).max():.4f}")
+    assert value >= 35, value
+
+    # where the differences come from: the reference encoding (host CLIP / VAE code), nothing else
+    from personalive_core.models import load_models
+    from personalive_core.reference import encode_reference
+    with torch.no_grad():
+        expected = encode_reference(load_models(weights), Image.open(ref_path).convert("RGB"), SIZE)
+    got = reference.reference
+    context = float((got.context - expected.context).norm() / expected.context.norm())
+    latents = float((got.latents - expected.latents).abs().max())
+    print(f"reference encoding vs core: CLIP context relative error {context:.2e}, VAE latents max abs {latents:.2e}")
+    assert context < 1e-4 and latents < 1e-4
+    assert torch.equal(got.image, expected.image) and torch.equal(got.cond, expected.cond)
 
 
 def test_batch_client(host, tmp_path):
