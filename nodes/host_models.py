@@ -1,10 +1,13 @@
 """Adapters from the host's CLIP_VISION and VAE objects to what the core needs.
 
-CLIP_VISION (`comfy.clip_vision.ClipVisionModel`): `encode_image(IMAGE)` → `.image_embeds` (B, D), the
-projected pooled embedding that PersonaLive's UNets cross-attend to (context (1, 1, D)).
+CLIP_VISION (`comfy.clip_vision.ClipVisionModel`): the projected pooled embedding (`image_embeds`, (B, D))
+that PersonaLive's UNets cross-attend to (context (1, 1, D)); the host's model is fed the official
+CLIPImageProcessor pixels when it has the standard interface, else `encode_image(IMAGE)` is used.
 VAE (`comfy.sd.VAE`): `encode(IMAGE 0..1)` → unscaled latents, `decode(unscaled)` → IMAGE 0..1; the
 core works with latents scaled by 0.18215 (the literal of the official code).
 """
+import logging
+
 import torch
 
 import comfy.model_management as mm
@@ -31,12 +34,16 @@ def clip_context(clip_vision, image, width):
     (transformers' CLIPImageProcessor, via the core) when the host model allows it."""
     if not hasattr(clip_vision, "encode_image"):
         raise ValueError(f"clip_vision: expected a CLIP_VISION model, got {type(clip_vision).__name__}; {CLIP_HINT}")
+    embeds = None
     if _standard_clip(clip_vision):
         mm.load_model_gpu(clip_vision.patcher)
         pixels = clip_pixels_from_tensor(image[0]).to(clip_vision.load_device)
-        out = clip_vision.model(pixel_values=pixels, intermediate_output=-2)
-        embeds = out[2] if isinstance(out, (tuple, list)) and len(out) > 2 else None
-    else:
+        try:
+            out = clip_vision.model(pixel_values=pixels, intermediate_output=-2)
+            embeds = out[2] if isinstance(out, (tuple, list)) and len(out) > 2 else None
+        except TypeError:  # another ComfyUI's model interface: fall back to its own preprocessing
+            logging.warning("PersonaLive: CLIP vision model with an unknown interface; using encode_image")
+    if embeds is None:
         embeds = getattr(clip_vision.encode_image(image), "image_embeds", None)
     if embeds is None:
         raise ValueError(f"clip_vision: this model gives no projected image embeddings; {CLIP_HINT}")

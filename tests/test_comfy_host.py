@@ -118,21 +118,37 @@ def install_models(weights, models):
 
 
 # -- inputs --------------------------------------------------------------------------------------------
+REF_W, REF_H = 128, 160  # portrait reference
+DRV_W, DRV_H = 96, 128  # driving video
+
+
+def synthetic_frames(n, w, h, seed=0):
+    """uint8 frames with a drawn face moving a little (so the face-crop nodes find one), or the
+    plain moving blobs of conftest where the face drawing helper is not available."""
+    try:
+        from test_face_crop import frame_with_face
+    except ImportError:
+        from conftest import moving_frames
+        return [f[:h, :w] for f in moving_frames(n, max(w, h), seed=seed)]
+    return [frame_with_face(h, w, w / 2 + 3 * np.sin(t / 2), h * 0.45 + t, w * 0.5, seed=seed + t)
+            for t in range(n)]
+
+
 def make_media(folder, frames=DRIVING_FRAMES, fps=FPS):
-    """reference.png (96×80, not square) and driving.mp4 (80×64 h264 + 1 s of AAC sine), moving content."""
+    """reference.png (REF_W×REF_H) and driving.mp4 (DRV_W×DRV_H h264 at `fps` + AAC sine over the
+    same duration)."""
     import av
     from PIL import Image
     sys.path.insert(0, os.path.join(REPO, "tests"))
-    from conftest import moving_frames
     ref = os.path.join(folder, "reference.png")
-    Image.fromarray(moving_frames(1, 96, seed=3)[0][:80]).save(ref)
+    Image.fromarray(synthetic_frames(1, REF_W, REF_H, seed=3)[0]).save(ref)
     drv = os.path.join(folder, "driving.mp4")
     with av.open(drv, "w") as c:
         v = c.add_stream("h264", rate=fps)
-        v.width, v.height, v.pix_fmt = 80, 64, "yuv420p"
+        v.width, v.height, v.pix_fmt = DRV_W, DRV_H, "yuv420p"
         a = c.add_stream("aac", rate=16000)
-        for img in moving_frames(frames, 80):
-            for p in v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:64]), format="rgb24")):
+        for img in synthetic_frames(frames, DRV_W, DRV_H):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
                 c.mux(p)
         for p in v.encode():
             c.mux(p)
@@ -268,8 +284,8 @@ def saved_files(host, entry):
 def test_extension_loads(host):
     info = host.get("/object_info")
     ours = sorted(k for k in info if k.startswith("PersonaLive"))
-    assert ours == ["PersonaLiveEncodeReference", "PersonaLiveExtractMotion", "PersonaLiveLoadModel",
-                    "PersonaLiveStreamSampler"], host.tail()
+    assert {"PersonaLiveEncodeReference", "PersonaLiveExtractMotion", "PersonaLiveLoadModel",
+            "PersonaLiveStreamSampler"} <= set(ours), host.tail()
     for name in ours:
         spec = info[name]
         assert spec["category"] == "PersonaLive"
@@ -279,6 +295,11 @@ def test_extension_loads(host):
     assert info["PersonaLiveLoadModel"]["input"]["required"]["weights"][1]["options"] == ["personalive"]
     failed = [line for line in host.tail(400).splitlines() if "IMPORT FAILED" in line and "personalive" in line]
     assert not failed, host.tail()
+    # the UI-format workflows are offered as templates (workflows/api/ is not: API format)
+    templates = host.get("/api/workflow_templates")["comfyui-personalive"]
+    assert sorted(templates) == sorted(f[:-5] for f in os.listdir(os.path.dirname(WORKFLOWS)) if f.endswith(".json"))
+    served = host.get(f"/api/workflow_templates/comfyui-personalive/{templates[0]}.json")
+    assert "nodes" in served and "links" in served
 
 
 WORKFLOW_FILES = sorted(f for f in os.listdir(WORKFLOWS) if f.endswith(".json")) if os.path.isdir(WORKFLOWS) else []
@@ -294,12 +315,21 @@ def test_api_workflow(host, name):
     assert videos, f"{name}: no video saved: {entry['outputs']}"
     for path in videos:
         meta = probe(path)
-        side_by_side = any(n["class_type"] == "PersonaLiveExtractMotion" and n["inputs"].get("preview") == "side by side"
-                           for n in prompt.values())
         assert meta["frames"] == DRIVING_FRAMES, (name, meta)
         assert meta["fps"] == FPS, (name, meta)
         assert meta["audio"], (name, meta)
-        assert (meta["width"], meta["height"]) == ((2 * SIZE if side_by_side else SIZE), SIZE), (name, meta)
+        assert (meta["width"], meta["height"]) == expected_size(prompt), (name, meta)
+
+
+def expected_size(prompt):
+    """(width, height) of a workflow's saved video on the test inputs."""
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "PersonaLiveRenderVideo" and inputs.get("paste_into") in ("reference", "driving"):
+            return (REF_W, REF_H) if inputs["paste_into"] == "reference" else (DRV_W, DRV_H)
+        if node["class_type"] == "PersonaLiveExtractMotion" and inputs.get("preview") == "side by side":
+            return 2 * SIZE, SIZE
+    return SIZE, SIZE
 
 
 def test_missing_weights_error(host):

@@ -154,8 +154,10 @@ def core_render(tiny_models, ref_u8, driving, size=SIZE, seed=0, keep_warmup=Fal
 def test_entrypoint_lists_the_nodes(ext):
     extension = asyncio.run(ext.comfy_entrypoint())
     nodes = asyncio.run(extension.get_node_list())
-    assert [n.define_schema().node_id for n in nodes] == [
-        "PersonaLiveLoadModel", "PersonaLiveEncodeReference", "PersonaLiveExtractMotion", "PersonaLiveStreamSampler"]
+    ids = [n.define_schema().node_id for n in nodes]
+    assert ids[:4] == ["PersonaLiveLoadModel", "PersonaLiveEncodeReference", "PersonaLiveExtractMotion",
+                       "PersonaLiveStreamSampler"]
+    assert len(set(ids)) == len(ids) and all(i.startswith("PersonaLive") for i in ids)
 
 
 def test_schemas_have_prefix_category_and_tooltips(ext):
@@ -174,6 +176,21 @@ def test_model_folder_registered(N):
     paths, extensions = folder_paths.folder_names_and_paths["personalive"]
     assert os.path.join(folder_paths.models_dir, "personalive") in paths
     assert {".pth", ".safetensors"} <= set(extensions)
+
+
+def test_model_folder_keeps_extra_model_paths(N, tmp_path):
+    """A `personalive:` entry of extra_model_paths.yaml (added before the extension loads) is kept."""
+    import folder_paths
+    saved = folder_paths.folder_names_and_paths.pop("personalive")
+    try:
+        folder_paths.add_model_folder_path("personalive", str(tmp_path))  # what the yaml loader does
+        N.common.register_model_folder()
+        paths, extensions = folder_paths.folder_names_and_paths["personalive"]
+        assert paths == [str(tmp_path), os.path.join(folder_paths.models_dir, "personalive")]
+        assert ".safetensors" in extensions and ".txt" not in extensions
+    finally:
+        folder_paths.folder_names_and_paths["personalive"] = saved
+        folder_paths.filename_list_cache.pop("personalive", None)
 
 
 def test_weight_sets_lists_subfolders(N, tiny_weights, tmp_path, weights_folder):

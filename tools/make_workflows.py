@@ -72,20 +72,17 @@ GRAPHS = {
                11: ("SaveVideo", {"video": (10, 0), "filename_prefix": "PersonaLive/motion", "format": "auto",
                                   "codec": "auto"}, (1360, 120))}),
     "personalive_long_video": dict(
-        title="PersonaLive: long driving video (streamed decoding)",
-        note="For long driving videos: 'Extract Motion' reads the VIDEO one frame at a time (no full-resolution "
-             "frame batch in memory) and passes on its fps and audio; the preview is off. Memory then grows only "
-             "with the output frames (size × size × 3 floats each, 3 MiB at 512). Set max_frames to try a "
-             "short part first.\n\n" + MODELS_NOTE,
+        title="PersonaLive: long driving video (streamed to disk)",
+        note="For long driving videos: 'PersonaLive Render Video' reads the VIDEO one frame at a time, renders, "
+             "decodes and appends every chunk to an mp4 in output/ (with the driving audio), so memory does not "
+             "grow with the video's length. Set max_frames to try a short part first; crop 'auto' follows the "
+             "face in footage of any framing.\n\n" + MODELS_NOTE,
         nodes={**LOADERS, **CLIP_VAE,
                7: ("PersonaLiveEncodeReference", ENCODE, (700, -200)),
-               8: ("PersonaLiveExtractMotion", {"model": (4, 0), "reference_image": (1, 0), "size": 512,
-                                                "resize": "stretch", "driving_video": (2, 0), "max_frames": 0,
-                                                "preview": "none"}, (700, 120)),
-               9: ("PersonaLiveStreamSampler", SAMPLER, (1080, -60)),
-               10: ("CreateVideo", {"images": (9, 0), "fps": (8, 2), "audio": (8, 3)}, (1440, -60)),
-               11: ("SaveVideo", {"video": (10, 0), "filename_prefix": "PersonaLive/long", "format": "auto",
-                                  "codec": "auto"}, (1720, -60))}),
+               13: ("PersonaLiveRenderVideo", {"model": (4, 0), "reference": (7, 0), "vae": (6, 0), "video": (2, 0),
+                                               "seed": 42, "crop": "center", "paste_into": "none", "max_frames": 0,
+                                               "keyframe_threshold": 17.0, "max_keyframes": 3,
+                                               "filename_prefix": "PersonaLive/long"}, (1080, -60))}),
 }
 
 
