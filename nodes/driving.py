@@ -2,7 +2,7 @@
 
 A VIDEO loaded from a file is decoded one frame at a time (PyAV), so a long driving video never sits in
 memory at full resolution the way 'Get Video Components' would hold it. Every frame becomes uint8
-(size, size, 3): centred square crop, bicubic resize — the CLI's `driving_frames`.
+(size, size, 3): centred square crop, bicubic resize — as the CLI's `Reframer.driving`.
 """
 from fractions import Fraction
 

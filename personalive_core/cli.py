@@ -40,12 +40,6 @@ def limited(source, limit):
         yield frame
 
 
-def driving_frames(source, size, limit):
-    """Driving frames at the model size (centred square, resized), the first `limit` only."""
-    from .footage import Reframer
-    return Reframer(size).driving(limited(source, limit))
-
-
 class Output:
     """Writes frames to .mp4, .npy or a PNG folder as they come; a cut-short run keeps what it wrote.
 

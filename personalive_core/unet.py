@@ -112,12 +112,9 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(c, c, 3, padding=1)
 
-    def forward(self, x, size=None):
-        if size is None:
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        else:
-            x = F.interpolate(x, size=size, mode="nearest")
-        return self.conv(x)
+    def forward(self, x, size):
+        """Nearest upsampling to the matching skip's size (×2 for even sizes), then a conv."""
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
 
 
 class TransformerBlock(nn.Module):
@@ -281,7 +278,7 @@ class UNet(nn.Module):
             for i, resnet in enumerate(block.resnets):
                 h = block.layer_extras(i, resnet(torch.cat([h, skips.pop()], dim=1), emb), ctx)
             if hasattr(block, "upsamplers"):
-                h = block.upsamplers[0](h, skips[-1].shape[-2:] if skips else None)
+                h = block.upsamplers[0](h, skips[-1].shape[-2:])
         if not self.config.out_channels:
             return h
         return self.conv_out(F.silu(self.conv_norm_out(h)))
