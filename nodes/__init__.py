@@ -19,12 +19,13 @@ from .common import register_model_folder  # noqa: E402
 from .encode_reference import PersonaLiveEncodeReference  # noqa: E402
 from .extract_motion import PersonaLiveExtractMotion  # noqa: E402
 from .face_crop import PersonaLiveCropFace, PersonaLivePasteBack  # noqa: E402
+from .live import PersonaLiveLive  # noqa: E402
 from .load_model import PersonaLiveLoadModel  # noqa: E402
 from .render_video import PersonaLiveRenderVideo  # noqa: E402
 from .sampler import PersonaLiveStreamSampler  # noqa: E402
 
 NODES = [PersonaLiveLoadModel, PersonaLiveEncodeReference, PersonaLiveExtractMotion, PersonaLiveStreamSampler,
-         PersonaLiveRenderVideo, PersonaLiveCropFace, PersonaLivePasteBack]
+         PersonaLiveRenderVideo, PersonaLiveCropFace, PersonaLivePasteBack, PersonaLiveLive]
 
 register_model_folder()
 

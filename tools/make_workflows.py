@@ -83,6 +83,16 @@ GRAPHS = {
                                                "seed": 42, "crop": "center", "paste_into": "none", "max_frames": 0,
                                                "keyframe_threshold": 17.0, "max_keyframes": 3,
                                                "filename_prefix": "PersonaLive/long"}, (1080, -60))}),
+    "personalive_live_webcam": dict(
+        title="PersonaLive: live webcam",
+        note="Queue once (Ctrl+Enter) to encode the reference and hand it to 'PersonaLive Live', then press Start in "
+             "that node: your camera drives the portrait, the generated frames show beside it with output fps and "
+             "latency. To swap the portrait while live, load another image and queue again. 256 is the live size "
+             "for most GPUs; 512 needs a fast one.\n\n" + MODELS_NOTE,
+        nodes={1: LOADERS[1], 4: LOADERS[4], **CLIP_VAE,
+               7: ("PersonaLiveEncodeReference", {**ENCODE, "size": 256}, (700, -200)),
+               14: ("PersonaLiveLive", {"model": (4, 0), "reference": (7, 0), "vae": (6, 0), "seed": 0,
+                                        "keyframe_threshold": 17.0, "max_keyframes": 3}, (1080, -200))}),
 }
 
 
@@ -161,7 +171,7 @@ def build(graph, object_info):
         api[str(nid)] = {"class_type": kind, "inputs": api_inputs,
                          "_meta": {"title": info.get("display_name") or kind}}
     note_id = max(graph["nodes"]) + 1
-    nodes.append({"id": note_id, "type": "Note", "pos": [0, -420], "size": [660, 300], "flags": {},
+    nodes.append({"id": note_id, "type": "Note", "pos": [0, -540], "size": [660, 300], "flags": {},
                   "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
                   "widgets_values": [graph["title"] + "\n\n" + graph["note"]], "color": "#432", "bgcolor": "#653"})
     ui = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "personalive/" + graph["title"])), "revision": 0, "last_node_id": note_id, "last_link_id": len(links), "nodes": nodes,

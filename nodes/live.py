@@ -1,0 +1,115 @@
+"""PersonaLive Live: the reference built in the graph becomes a live target that the node's widget
+(web/js/personalive_live.js) streams a webcam through, over /personalive/live on the host's server."""
+import os
+import sys
+import threading
+from contextlib import contextmanager
+
+import torch
+
+from comfy_api.latest import io
+
+from personalive_core.history import KeyframeSettings
+from personalive_core.live import LiveEngine, LiveTarget
+from personalive_core.session import Settings
+
+from .common import CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, load_networks
+from .host_models import check_vae, unscale, vae_decode
+
+MAX_SESSIONS = int(os.environ.get("PERSONALIVE_LIVE_MAX_SESSIONS", "2"))
+
+
+class QueueTurn:
+    """Live chunks and prompts take turns on the device, so a prompt never offloads the networks
+    under a chunk in flight: a chunk starts only while the prompt queue is empty, and a prompt that
+    the queue hands out waits for the chunk in flight (at most one chunk) before it runs."""
+
+    def __init__(self, queue):
+        self.queue = queue
+        self.lock = threading.Lock()
+        get = queue.get
+
+        def get_after_live_chunk(*args, **kwargs):
+            item = get(*args, **kwargs)
+            if item is not None:
+                with self.lock:
+                    pass
+            return item
+        queue.get = get_after_live_chunk
+
+    @contextmanager
+    def __call__(self):
+        with self.lock:
+            yield self.queue.get_tasks_remaining() == 0
+
+
+def _server():
+    """The running host's PromptServer (main.py imports `server` before loading custom nodes); None
+    when the nodes are imported without a server, as in tests."""
+    server = sys.modules.get("server")
+    return getattr(getattr(server, "PromptServer", None), "instance", None)
+
+
+def make_engine():
+    """The pack's engine; inside a running ComfyUI its routes are added to the PromptServer."""
+    server = _server()
+    turn = QueueTurn(server.prompt_queue) if server is not None else None
+    engine = LiveEngine(max_streams=MAX_SESSIONS, turn=turn)
+    if server is not None:
+        from personalive_core.live_server import add_live_routes
+        add_live_routes(server.routes, engine)
+    return engine
+
+
+ENGINE = make_engine()
+
+
+def host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes):
+    """A live target on the host's model management: networks (re)loaded through `load_models_gpu`
+    before every chunk (the same ModelPatcher as the sampler: no second copy of the weights) and
+    frames decoded by the graph's VAE."""
+    size = reference.size
+    settings = Settings(keyframes=KeyframeSettings(threshold=keyframe_threshold, max_keyframes=max_keyframes))
+    return LiveTarget(prepare=lambda: load_networks(model, size), reference=reference.reference,
+                      decode=lambda latents: vae_decode(vae, unscale(latents)), seed=seed, settings=settings)
+
+
+class PersonaLiveLive(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PersonaLiveLive",
+            display_name="PersonaLive Live",
+            category=CATEGORY,
+            description="Live webcam animation. Queue the workflow once to hand this node its reference, then press "
+                        "Start in the node: the browser's camera drives the portrait and the generated frames show "
+                        "next to it. Queue again with another reference to swap it while live.",
+            is_output_node=True,
+            inputs=[
+                PersonaLiveModel.Input("model", tooltip="From 'Load PersonaLive Model'."),
+                PersonaLiveReference.Input("reference", tooltip="From 'PersonaLive Encode Reference' (its size is "
+                                                                "the live size; 256 runs faster than 512)."),
+                io.Vae.Input("vae", tooltip="The SD 1.x VAE (sd-vae-ft-mse) that decodes each chunk."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the noise stream; a stream restarts from it on a new reference."),
+                io.Float.Input("keyframe_threshold", default=17.0, min=0.0, max=1000.0, step=0.5,
+                               tooltip="Historical keyframes: motion farther than this from every stored keyframe "
+                                       "adds the frame as an extra reference. Official: 17."),
+                io.Int.Input("max_keyframes", default=3, min=0, max=16, step=1,
+                             tooltip="At most this many historical keyframes (0 = off). Official: 3."),
+            ],
+            outputs=[],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    @torch.no_grad()
+    def execute(cls, model, reference, vae, seed, keyframe_threshold=17.0, max_keyframes=3) -> io.NodeOutput:
+        if not isinstance(reference, EncodedReference):
+            raise ValueError(f"reference: expected the output of 'PersonaLive Encode Reference', "
+                             f"got {type(reference).__name__}")
+        check_compatible(model, reference)
+        check_vae(vae)
+        name = str(cls.hidden.unique_id)
+        ENGINE.set_target(name, host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes))
+        return io.NodeOutput(ui={"personalive_live": [{"target": name, "size": reference.size}]})

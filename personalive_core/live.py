@@ -1,0 +1,292 @@
+"""Live streaming: camera frames in, generated frames out, with bounded latency.
+
+One `LiveEngine` worker thread serves every live stream in turn, one micro-chunk (4 driving frames
+→ one denoiser pass → 4 finished frames) at a time, so several viewers share one device without
+racing for it. Each stream keeps only its newest 4 driving frames: when the device is slower than
+the camera, older frames are dropped (and counted) instead of queueing, so the delay from a frame
+in to its generated frame out stays near the pipeline depth (the window holds 4 chunks) times the
+chunk time, however long the stream runs.
+
+A `LiveTarget` is what a stream animates: a function giving the networks ready on their device
+(called before every chunk, so a host may have offloaded them in between), an encoded reference,
+and a decoder. Swapping the target's reference restarts the stream's window on the new portrait
+without closing the stream.
+"""
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .hybrid_motion import WARMUP
+from .render import to_model_frames
+from .session import Settings, StreamingSession
+from .window import CHUNK
+
+MIN_SIDE, MAX_SIDE = 64, 4096  # accepted camera frame sides (pixels)
+RECENT = 64  # frames over which output fps and latency are reported
+
+
+class LiveError(ValueError):
+    """A problem with a live request, meant for the client (`code` names the kind)."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class LiveTarget:
+    """What a stream animates. `prepare()` → PersonaLiveModels on their device; `decode(latents)`:
+    scaled latents (4, 4, h, w) → frames (4, H, W, 3) float in [0, 1]."""
+    prepare: Callable
+    reference: object  # personalive_core.reference.Reference
+    decode: Callable
+    seed: int = 0
+    settings: Settings = field(default_factory=Settings)
+
+    @property
+    def size(self):
+        return self.reference.size[0]
+
+
+def square_frame(image, size):
+    """uint8 (H, W, 3) camera frame → the centred square, resized to size × size (uint8)."""
+    import cv2
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise LiveError("bad_frame", f"expected an RGB image, got an array of shape {image.shape} ({image.dtype})")
+    h, w = image.shape[:2]
+    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
+        raise LiveError("bad_size", f"frame of {w}×{h} pixels: each side must be between {MIN_SIDE} and "
+                                    f"{MAX_SIDE}; send camera frames such as 640×480")
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = image[top:top + side, left:left + side]
+    if side == size:
+        return np.ascontiguousarray(square)
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(square, (size, size), interpolation=interpolation)
+
+
+class LiveStream:
+    """One camera feed: its newest driving frames, its streaming session and its readouts.
+    `on_frames(stream, frames)` receives the generated frames as a list of
+    (frame_id or None for warm-up frames, uint8 (H, W, 3) image, latency_ms or None)."""
+
+    def __init__(self, stream_id, target_name, on_frames, on_error, clock=time.monotonic):
+        self.id = stream_id
+        self.target_name = target_name
+        self.on_frames, self.on_error, self.clock = on_frames, on_error, clock
+        self.pending = deque(maxlen=CHUNK)  # newest driving frames: (id, t_in, image)
+        self.lock = threading.Lock()
+        self.session = None
+        self.target = None
+        self.in_flight = deque()  # per chunk in the window: its [(id, t_in)] (None for warm-up)
+        self.received = self.dropped = self.emitted = 0
+        self.latencies = deque(maxlen=RECENT)
+        self.out_times = deque(maxlen=RECENT)
+        self.chunk_ms = None
+        self.state = "waiting for frames"
+        self.closed = False
+
+    def submit(self, image, frame_id):
+        """Queue one camera frame (already `square_frame`d); the oldest waiting one is dropped when
+        4 are waiting. Thread-safe."""
+        with self.lock:
+            if len(self.pending) == self.pending.maxlen:
+                self.dropped += 1
+            self.pending.append((frame_id, self.clock(), image))
+            self.received += 1
+
+    def ready(self):
+        with self.lock:
+            return not self.closed and len(self.pending) == CHUNK
+
+    def take_chunk(self):
+        with self.lock:
+            chunk = list(self.pending)
+            self.pending.clear()
+        return chunk
+
+    def step(self, target):
+        """One chunk through the session (worker thread only)."""
+        chunk = self.take_chunk()
+        t0 = self.clock()
+        models = target.prepare()
+        if self.session is None or self.session.models.denoising_unet is not models.denoising_unet:
+            self.session = StreamingSession(models, target.reference, target.seed, target.settings)
+            self._restart()
+        elif self.target is None or target.reference is not self.target.reference:
+            self.session.set_reference(target.reference)
+            self._restart()
+        self.target = target
+        self.session.models = models
+        frames = to_model_frames([image for _, _, image in chunk], models.device)
+        latents = self.session.push(frames)
+        images = target.decode(latents).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+        self.in_flight.append([(frame_id, t_in) for frame_id, t_in, _ in chunk])
+        now = self.clock()
+        self.chunk_ms = (now - t0) * 1e3
+        self._emit(self.in_flight.popleft(), images, now)
+
+    def _restart(self):
+        """A fresh window: its first 12 frames ease in from the reference (no driving frame)."""
+        self.in_flight = deque([[None] * CHUNK for _ in range(WARMUP // CHUNK)])
+
+    def _emit(self, meta, images, now):
+        out = []
+        for item, image in zip(meta, images):
+            frame_id, latency = None, None
+            if item is not None:
+                frame_id, t_in = item
+                latency = (now - t_in) * 1e3
+                self.latencies.append(latency)
+            out.append((frame_id, image, latency))
+            self.out_times.append(now)
+        self.emitted += len(out)
+        self.on_frames(self, out)
+
+    def stats(self):
+        times, lat = list(self.out_times), list(self.latencies)
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        return {
+            "stream": self.id, "target": self.target_name, "state": self.state,
+            "received": self.received, "dropped": self.dropped, "emitted": self.emitted,
+            "output_fps": round(fps, 2),
+            "latency_ms": round(lat[-1], 1) if lat else None,
+            "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat else None,
+            "latency_ms_max": round(max(lat), 1) if lat else None,
+            "chunk_ms": round(self.chunk_ms, 1) if self.chunk_ms is not None else None,
+        }
+
+
+class NullTurn:
+    """Device sharing policy of a stand-alone engine: always our turn."""
+
+    def __call__(self):
+        return self
+
+    def __enter__(self):
+        return True
+
+    def __exit__(self, *exc):
+        return False
+
+
+class LiveEngine:
+    """The streams, the targets they animate, and the worker thread that serves them.
+    `turn()` is entered around every chunk and says whether the device may be used now (a host
+    running other work on the device answers False while it is busy)."""
+
+    def __init__(self, max_streams=2, turn=None, busy_wait=0.05):
+        self.max_streams = max_streams
+        self.turn = turn or NullTurn()
+        self.busy_wait = busy_wait
+        self.targets = {}
+        self.streams = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self._ids = itertools.count(1)
+        self._thread = None
+        self._stop = False
+
+    # -- targets -------------------------------------------------------------------------------
+    def set_target(self, name, target):
+        """Register (or replace: a new reference is picked up at the next chunk) a target."""
+        with self.lock:
+            self.targets[str(name)] = target
+        self.wake.set()
+
+    def target(self, name):
+        with self.lock:
+            return self.targets.get(str(name))
+
+    # -- streams -------------------------------------------------------------------------------
+    def open(self, target_name, on_frames, on_error=lambda stream, error: None):
+        name = str(target_name)
+        with self.lock:
+            if name not in self.targets:
+                known = ", ".join(sorted(self.targets)) or "none yet"
+                raise LiveError("no_reference", f"no reference for live node {name!r} (known: {known}); build "
+                                                "the reference in the graph and queue the workflow once, then go live")
+            if len(self.streams) >= self.max_streams:
+                raise LiveError("too_many_sessions", f"{len(self.streams)} live sessions are already running (the "
+                                                     f"limit is {self.max_streams}); stop one and try again")
+            stream = LiveStream(next(self._ids), name, on_frames, on_error)
+            self.streams[stream.id] = stream
+        self._ensure_worker()
+        return stream
+
+    def close(self, stream):
+        with self.lock:
+            stream.closed = True
+            self.streams.pop(stream.id, None)
+
+    def submit(self, stream, image, frame_id):
+        target = self.target(stream.target_name)
+        if target is None:
+            raise LiveError("no_reference", f"live node {stream.target_name!r} has no reference any more; "
+                                            "queue the workflow again")
+        stream.submit(square_frame(image, target.size), frame_id)
+        self.wake.set()
+
+    def stats(self):
+        with self.lock:
+            streams = list(self.streams.values())
+            targets = sorted(self.targets)
+        return {"streams": [s.stats() for s in streams], "targets": targets, "max_streams": self.max_streams}
+
+    def shutdown(self):
+        self._stop = True
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # -- worker --------------------------------------------------------------------------------
+    def _ensure_worker(self):
+        with self.lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop = False
+                self._thread = threading.Thread(target=self._run, name="personalive-live", daemon=True)
+                self._thread.start()
+
+    def _next_ready(self, after):
+        """Round robin over ready streams, starting after the stream served last."""
+        with self.lock:
+            ids = sorted(self.streams)
+            order = [i for i in ids if i > after] + [i for i in ids if i <= after]
+            for i in order:
+                if self.streams[i].ready():
+                    return self.streams[i]
+        return None
+
+    def _run(self):
+        last = 0
+        while not self._stop:
+            stream = self._next_ready(last)
+            if stream is None:
+                self.wake.wait(0.5)
+                self.wake.clear()
+                continue
+            last = stream.id
+            with self.turn() as ours:
+                if not ours:  # frames keep arriving meanwhile; only the newest 4 are kept
+                    stream.state = "paused: the device is busy with the prompt queue"
+                    time.sleep(self.busy_wait)
+                    continue
+                stream.state = "running"
+                try:
+                    target = self.target(stream.target_name)
+                    if target is None:
+                        raise LiveError("no_reference", f"live node {stream.target_name!r} has no reference any "
+                                                        "more; queue the workflow again")
+                    with torch.inference_mode():  # as a host runs its prompts: their tensors mix with ours
+                        stream.step(target)
+                except Exception as e:  # one stream's failure must not stop the others
+                    stream.state = f"error: {e}"
+                    self.close(stream)
+                    stream.on_error(stream, e)

@@ -1,0 +1,227 @@
+"""Live engine: camera frames → the streaming session → generated frames, newest frames only."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from personalive_core.hybrid_motion import WARMUP
+from personalive_core.live import LiveEngine, LiveError, LiveStream, LiveTarget, square_frame
+from personalive_core.reference import encode_reference
+from personalive_core.render import render_stream
+from personalive_core.session import decode
+from personalive_core.window import CHUNK
+
+from conftest import SIZE, moving_frames
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_models, reference_image):
+    return encode_reference(tiny_models, reference_image, SIZE)
+
+
+def make_target(models, reference, seed=0, **kw):
+    return LiveTarget(prepare=lambda: models, reference=reference, decode=lambda z: decode(models.vae, z),
+                      seed=seed, **kw)
+
+
+class Collector:
+    def __init__(self):
+        self.frames, self.errors = [], []
+        self.event = threading.Event()
+
+    def on_frames(self, stream, frames):
+        self.frames.extend(frames)
+        self.event.set()
+
+    def on_error(self, stream, error):
+        self.errors.append(error)
+        self.event.set()
+
+    def wait_for(self, n, timeout=60):
+        end = time.monotonic() + timeout
+        while len(self.frames) < n and not self.errors and time.monotonic() < end:
+            self.event.wait(0.1)
+            self.event.clear()
+        return self.frames
+
+
+def test_square_frame_crops_the_centre_and_resizes():
+    image = np.zeros((100, 160, 3), np.uint8)
+    image[:, 30:130] = 200  # the centred 100×100 square
+    out = square_frame(image, 64)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert (out == 200).all()
+
+
+@pytest.mark.parametrize("shape,code", [((10, 10, 3), "bad_size"), ((70, 5000, 3), "bad_size"),
+                                        ((80, 80), "bad_frame"), ((80, 80, 4), "bad_frame")])
+def test_square_frame_rejects_bad_frames(shape, code):
+    with pytest.raises(LiveError) as e:
+        square_frame(np.zeros(shape, np.uint8), 64)
+    assert e.value.code == code
+
+
+def test_live_frames_are_the_render_frames(tiny_models, reference):
+    """Fed without drops, the live stream gives what `render --keep-warmup` gives for the same frames
+    (an output also depends on the 3 chunks pushed after it, which share its window): 12 warm-up
+    frames (no driving frame), then one frame per driving frame, in order."""
+    driving = moving_frames(16)
+    engine = LiveEngine()
+    engine.set_target("5", make_target(tiny_models, reference, seed=3))
+    sink = Collector()
+    stream = engine.open("5", sink.on_frames, sink.on_error)
+    try:
+        for c in range(4):
+            for i in range(CHUNK):
+                engine.submit(stream, driving[c * CHUNK + i], c * CHUNK + i)
+            sink.wait_for((c + 1) * CHUNK)
+    finally:
+        engine.shutdown()
+    assert not sink.errors
+    ids = [f[0] for f in sink.frames]
+    assert ids == [None] * WARMUP + [0, 1, 2, 3]
+    expected = list(render_stream(tiny_models, reference, driving, seed=3, keep_warmup=True))[:16]
+    for (_, image, latency), want in zip(sink.frames, expected):
+        assert np.abs(image.astype(int) - np.round(want * 255).astype(int)).max() <= 1
+    assert sink.frames[-1][2] > 0 and sink.frames[0][2] is None
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_latency_stays_bounded_when_the_camera_outruns_the_model(tiny_models, reference):
+    """A 2-minute stream (simulated clock): camera at 30 fps, a chunk takes 2 s (2 fps of output).
+    Only the newest 4 frames wait; each frame comes out at most 4 chunk times after the chunk that
+    took it started, however long the stream runs; the rest are counted as dropped."""
+    clock, camera_fps, chunk_s = FakeClock(), 30.0, 2.0
+    target = make_target(tiny_models, reference)
+    inner = target.decode
+
+    def slow_decode(latents):
+        clock.t += chunk_s
+        return inner(latents)
+    target.decode = slow_decode
+    out = []
+    stream = LiveStream(1, "x", lambda s, frames: out.extend(frames), None, clock=clock)
+    frame, sent = moving_frames(1)[0], 0
+    while clock.t < 120:
+        while sent <= clock.t * camera_fps or len(stream.pending) < CHUNK:
+            clock.t = max(clock.t, sent / camera_fps)  # idle until the camera's next frame
+            stream.submit(frame, sent)
+            sent += 1
+        assert len(stream.pending) <= CHUNK
+        stream.step(target)
+    latencies = [lat for _, _, lat in out if lat is not None]
+    bound = 1e3 * (4 * chunk_s + CHUNK / camera_fps)
+    assert len(latencies) >= 200 and max(latencies) <= bound
+    first, last = np.median(latencies[:40]), np.median(latencies[-40:])
+    assert abs(last - first) < 1e3 / camera_fps  # no drift: the delay does not grow with time
+    assert stream.dropped > 0.5 * stream.received
+    ids = [i for i, _, _ in out if i is not None]
+    assert ids == sorted(ids)
+    stats = stream.stats()
+    assert stats["latency_ms_max"] <= bound and stats["dropped"] == stream.dropped
+
+
+def test_opening_without_a_reference_or_past_the_limit_is_refused(tiny_models, reference):
+    engine = LiveEngine(max_streams=1)
+    with pytest.raises(LiveError, match="queue the workflow once") as e:
+        engine.open("7", print)
+    assert e.value.code == "no_reference"
+    engine.set_target("7", make_target(tiny_models, reference))
+    stream = engine.open("7", print)
+    with pytest.raises(LiveError, match="limit is 1") as e:
+        engine.open("7", print)
+    assert e.value.code == "too_many_sessions"
+    engine.close(stream)
+    engine.close(engine.open("7", print))
+    engine.shutdown()
+
+
+def test_a_new_reference_restarts_the_window_without_stopping(tiny_models, reference, reference_image):
+    other = encode_reference(tiny_models, reference_image.transpose(0), SIZE)  # mirrored portrait
+    engine = LiveEngine()
+    engine.set_target("5", make_target(tiny_models, reference))
+    sink = Collector()
+    stream = engine.open("5", sink.on_frames, sink.on_error)
+    frames = moving_frames(32)
+    try:
+        for c in range(4):
+            for i in range(CHUNK):
+                engine.submit(stream, frames[c * CHUNK + i], c * CHUNK + i)
+            sink.wait_for((c + 1) * CHUNK)
+        engine.set_target("5", make_target(tiny_models, other))
+        for c in range(4, 8):
+            for i in range(CHUNK):
+                engine.submit(stream, frames[c * CHUNK + i], c * CHUNK + i)
+            sink.wait_for((c + 1) * CHUNK)
+    finally:
+        engine.shutdown()
+    assert not sink.errors and stream.id in engine.streams
+    ids = [f[0] for f in sink.frames]
+    assert ids == [None] * WARMUP + [0, 1, 2, 3] + [None] * WARMUP + [16, 17, 18, 19]
+    expected = list(render_stream(tiny_models, other, frames[16:32], seed=0, keep_warmup=True))[:16]
+    got = [image for _, image, _ in sink.frames[16:]]
+    assert max(np.abs(g.astype(int) - np.round(w * 255).astype(int)).max() for g, w in zip(got, expected)) <= 1
+
+
+def test_a_failing_stream_stops_alone(tiny_models, reference):
+    engine = LiveEngine()
+    engine.set_target("good", make_target(tiny_models, reference))
+    bad = make_target(tiny_models, reference)
+    bad.decode = lambda z: (_ for _ in ()).throw(RuntimeError("decoder exploded"))
+    engine.set_target("bad", bad)
+    good_sink, bad_sink = Collector(), Collector()
+    good = engine.open("good", good_sink.on_frames, good_sink.on_error)
+    broken = engine.open("bad", bad_sink.on_frames, bad_sink.on_error)
+    frames = moving_frames(8)
+    try:
+        for i in range(4):
+            engine.submit(broken, frames[i], i)
+            engine.submit(good, frames[i], i)
+        bad_sink.wait_for(1)
+        good_sink.wait_for(4)
+        for i in range(4, 8):
+            engine.submit(good, frames[i], i)
+        good_sink.wait_for(8)
+    finally:
+        engine.shutdown()
+    assert "decoder exploded" in str(bad_sink.errors[0]) and broken.id not in engine.streams
+    assert len(good_sink.frames) == 8 and not good_sink.errors
+
+
+def test_no_chunk_runs_while_the_device_is_busy(tiny_models, reference):
+    busy = threading.Event()
+    busy.set()
+
+    class Turn:
+        def __call__(self):
+            return self
+
+        def __enter__(self):
+            return not busy.is_set()
+
+        def __exit__(self, *exc):
+            return False
+    engine = LiveEngine(turn=Turn(), busy_wait=0.01)
+    engine.set_target("5", make_target(tiny_models, reference))
+    sink = Collector()
+    stream = engine.open("5", sink.on_frames, sink.on_error)
+    frames = moving_frames(12)
+    try:
+        for i, f in enumerate(frames):
+            engine.submit(stream, f, i)
+        time.sleep(0.3)
+        assert sink.frames == [] and stream.state.startswith("paused")
+        assert len(stream.pending) == CHUNK and stream.dropped == 8
+        busy.clear()
+        sink.wait_for(4)
+    finally:
+        engine.shutdown()
+    assert len(sink.frames) == 4 and stream.state == "running"

@@ -1,0 +1,179 @@
+"""Live streaming inside a real ComfyUI: the live workflow queued through /prompt, then frames over
+/personalive/live (websocket client), then the widget in headless Chromium with a fake camera.
+
+Needs `COMFYUI_PATH` (see test_comfy_host.py). The browser test also needs Chromium (`CHROMIUM`, default
+/usr/bin/chromium: Debian's package `chromium`) and the Python package `playwright` (its bundled driver
+only; no browser download). The widget screenshot is written to $PERSONALIVE_TEST_ARTIFACTS (default
+tests/artifacts/).
+"""
+import asyncio
+import json
+import os
+import struct
+import urllib.request
+
+import numpy as np
+import pytest
+
+from test_comfy_host import COMFY, REPO, Server, comfy_weights, free_port, install_models, make_media, prepare
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = os.environ.get("PERSONALIVE_TEST_ARTIFACTS", os.path.join(REPO, "tests", "artifacts"))
+LIVE = os.path.join(REPO, "workflows", "personalive_live_webcam.json")
+LIVE_API = os.path.join(REPO, "workflows", "api", "personalive_live_webcam.json")
+SIZE = 64
+
+pytestmark = pytest.mark.skipif(
+    not COMFY or not os.path.isfile(os.path.join(COMFY, "main.py")),
+    reason="set COMFYUI_PATH to a ComfyUI checkout (with main.py) to run the real-host tests")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("comfy_live"))
+    for sub in ("custom_nodes", "input", "output", "user", "models"):
+        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    os.symlink(REPO, os.path.join(base, "custom_nodes", "comfyui-personalive"))
+    install_models(comfy_weights(), os.path.join(base, "models"))
+    make_media(os.path.join(base, "input"))
+    # one torch thread: the browser shares the cores, and oversubscribed OpenMP threads spin-wait
+    server = Server(base, free_port(), env={"OMP_NUM_THREADS": "1"})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def queue_live(host):
+    """Queue the shipped live workflow (API format) at the test size; returns the live node's id."""
+    with open(LIVE_API) as f:
+        prompt = prepare(json.load(f), size=SIZE)
+    entry = host.run(prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + host.tail()
+    (node,) = [k for k, v in prompt.items() if v["class_type"] == "PersonaLiveLive"]
+    assert entry["outputs"][node]["personalive_live"] == [{"target": node, "size": SIZE}]
+    return node
+
+
+def camera_frames(n, w=160, h=120):
+    from test_comfy_host import synthetic_frames
+    return synthetic_frames(n, w, h)
+
+
+async def live_client(url, node, frames, want):
+    """One websocket session: start on `node`, send frames paced one chunk ahead, collect `want` frames."""
+    import aiohttp
+    import cv2
+    got, errors = [], []
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(url) as ws:
+            await ws.send_json({"type": "start", "target": node})
+            sent = 0
+            while len(got) < want:
+                if sent < len(got) + 4:
+                    for _ in range(4):
+                        jpeg = cv2.imencode(".jpg", frames[sent % len(frames)][..., ::-1])[1].tobytes()
+                        await ws.send_bytes(struct.pack(">I", sent) + jpeg)
+                        sent += 1
+                msg = await asyncio.wait_for(ws.receive(), 120)
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    got.append(struct.unpack(">If", msg.data[:8]))
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    if msg.json()["type"] == "error":
+                        errors.append(msg.json())
+                        break
+                else:
+                    break
+    return got, errors
+
+
+def test_live_over_websocket_two_sessions(host):
+    node = queue_live(host)
+    url = host.url.replace("http", "ws") + "/personalive/live"
+    frames = camera_frames(24)
+
+    async def both():
+        return await asyncio.gather(live_client(url, node, frames, 20), live_client(url, node, frames, 20))
+    for got, errors in asyncio.run(both()):
+        assert not errors, errors
+        ids = [i for i, _ in got]
+        assert ids[:12] == [0xFFFFFFFF] * 12 and ids[12:20] == list(range(8))
+    status = host.get("/personalive/status")
+    assert node in status["targets"]
+    # a node that was never queued: a clear error, and the server goes on
+    got, errors = asyncio.run(live_client(url, "999", frames, 1))
+    assert errors and errors[0]["code"] == "no_reference" and "queue the workflow" in errors[0]["message"]
+
+
+def write_y4m(path, frames, fps=30):
+    """A Y4M (4:2:0) video for Chromium's fake camera."""
+    import cv2
+    h, w = frames[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            f.write(b"FRAME\n" + cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420).tobytes())
+
+
+def test_widget_streams_a_fake_camera(host, tmp_path):
+    if not os.path.isfile(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's 'chromium' package or set CHROMIUM")
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (driver only)")
+    camera = str(tmp_path / "camera.y4m")
+    write_y4m(camera, camera_frames(60, 320, 240))
+    args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}"]
+    with open(LIVE) as f:
+        workflow = json.load(f)
+    (live_id,) = [n["id"] for n in workflow["nodes"] if n["type"] == "PersonaLiveLive"]
+    # a returning user's page: no first-visit template browser, no minimap over the nodes
+    for setting, value in (("Comfy.TutorialCompleted", True), ("Comfy.Minimap.Visible", False)):
+        request = urllib.request.Request(f"{host.url}/settings/{setting}", json.dumps(value).encode(), method="POST")
+        urllib.request.urlopen(request, timeout=30).close()
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        logs = []
+        page.on("console", lambda m: logs.append(m.text))
+        page.on("pageerror", lambda e: logs.append(f"page error: {e} {e.stack}"))
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        page.goto(host.url, wait_until="domcontentloaded")
+        page.wait_for_function("() => window.app && window.app.graph && window.app.extensionManager", timeout=120_000)
+        page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+        page.evaluate("(size) => { for (const n of window.app.graph._nodes) for (const w of n.widgets || []) "
+                      "if (w.name === 'size') w.value = size; }", SIZE)
+        page.wait_for_selector(".personalive-live .pl-start", state="attached", timeout=60_000)
+        page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+        deadline = 300
+        for _ in range(deadline):
+            if str(live_id) in host.get("/personalive/status")["targets"]:
+                break
+            page.wait_for_timeout(1000)
+        else:
+            raise AssertionError("the live node never registered its reference:\n" + host.tail() + "\n".join(logs))
+        # driving fps: still faster than the model here
+        page.evaluate("() => { document.querySelector('.personalive-live .pl-fps').value = 8; }")
+        page.evaluate("() => document.querySelector('.personalive-live .pl-start').click()")
+        try:
+            page.wait_for_function("() => { const r = document.querySelector('.personalive-live'); "
+                                   "return r && r.dataset.latency && r.dataset.latency !== '–'; }", timeout=180_000)
+        except playwright.TimeoutError:
+            page.screenshot(path=os.path.join(ARTIFACTS, "live_failure.png"))
+            raise AssertionError(f"no generated frame reached the widget; readout: "
+                                 f"{page.inner_text('.personalive-live .pl-readout')!r}; status: "
+                                 f"{host.get('/personalive/status')}; console: {logs[-20:]}\n{host.tail(30)}")
+        page.wait_for_timeout(3000)  # a few seconds of steady streaming for the readouts
+        status = host.get("/personalive/status")
+        readout = page.inner_text(".personalive-live .pl-readout")
+        root = page.query_selector(".personalive-live")
+        shot = os.path.join(ARTIFACTS, "live_widget.png")
+        root.screenshot(path=shot)
+        page.screenshot(path=os.path.join(ARTIFACTS, "live_page.png"))
+        page.evaluate("() => document.querySelector('.personalive-live .pl-start').click()")  # stop
+        browser.close()
+    (stream,) = [s for s in status["streams"] if s["target"] == str(live_id)]
+    assert stream["emitted"] > 12 and stream["latency_ms"] > 0, stream
+    assert "fps" in readout and "latency" in readout and "error" not in readout, readout
+    assert os.path.getsize(shot) > 1000

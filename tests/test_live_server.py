@@ -1,0 +1,170 @@
+"""The live routes through a real websocket client: bad input, limits, two concurrent sessions."""
+import asyncio
+import math
+import struct
+
+import cv2
+import numpy as np
+import pytest
+from aiohttp import ClientSession, WSMsgType, web
+from aiohttp.test_utils import TestServer
+
+from personalive_core.live import LiveEngine, LiveTarget
+from personalive_core.live_server import WARMUP_ID, add_live_routes
+from personalive_core.reference import encode_reference
+from personalive_core.session import decode
+
+from conftest import SIZE, moving_frames
+
+MAX_MESSAGE = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def target(tiny_models, reference_image):
+    reference = encode_reference(tiny_models, reference_image, SIZE)
+    return LiveTarget(lambda: tiny_models, reference, lambda z: decode(tiny_models.vae, z))
+
+
+def jpeg(image):
+    return cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def frame_message(frame_id, image):
+    return struct.pack(">I", frame_id) + jpeg(image)
+
+
+def serve(engine, scenario):
+    """Run `scenario(session, base_url)` against an aiohttp app carrying the live routes."""
+    async def main():
+        app = web.Application()
+        add_live_routes(app.router, engine, max_message=MAX_MESSAGE)
+        server = TestServer(app)
+        await server.start_server()
+        try:
+            async with ClientSession() as session:
+                return await scenario(session, str(server.make_url("/")))
+        finally:
+            await server.close()
+            engine.shutdown()
+    return asyncio.run(main())
+
+
+async def next_json(ws, kind, timeout=30):
+    """The next text message of type `kind` (stats and frames in between are skipped)."""
+    async def wait():
+        while True:
+            msg = await ws.receive()
+            if msg.type == WSMsgType.TEXT and msg.json()["type"] == kind:
+                return msg.json()
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
+                raise AssertionError(f"socket closed while waiting for {kind}: {msg}")
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def stream_frames(ws, frames, want, timeout=120):
+    """Send camera frames 4 at a time, pacing on the generated frames; returns the (id, latency,
+    image) of the first `want` generated frames."""
+    got, sent = [], 0
+
+    async def run():
+        nonlocal sent
+        while len(got) < want:
+            if sent < len(frames) and sent < len(got) + 4:  # one chunk at a time: nothing dropped
+                for _ in range(4):
+                    await ws.send_bytes(frame_message(sent, frames[sent % len(frames)]))
+                    sent += 1
+            msg = await ws.receive()
+            if msg.type == WSMsgType.BINARY:
+                frame_id, latency = struct.unpack(">If", msg.data[:8])
+                image = cv2.imdecode(np.frombuffer(msg.data[8:], np.uint8), cv2.IMREAD_COLOR)
+                got.append((frame_id, latency, image))
+            elif msg.type == WSMsgType.TEXT:
+                assert msg.json()["type"] != "error", msg.json()
+            else:
+                raise AssertionError(f"socket closed: {msg}")
+    await asyncio.wait_for(run(), timeout)
+    return got
+
+
+def test_two_concurrent_sessions_and_status(target):
+    engine = LiveEngine(max_streams=2)
+    engine.set_target("5", target)
+
+    async def scenario(http, base):
+        a = await http.ws_connect(base + "personalive/live")
+        b = await http.ws_connect(base + "personalive/live")
+        for ws in (a, b):
+            await ws.send_json({"type": "start", "target": "5"})
+            started = await next_json(ws, "started")
+            assert started["size"] == SIZE
+        results = await asyncio.gather(stream_frames(a, moving_frames(32), 16),
+                                       stream_frames(b, moving_frames(32, seed=5), 16))
+        async with http.get(base + "personalive/status") as r:
+            status = await r.json()
+        stats = await next_json(a, "stats")
+        await a.close()
+        await b.close()
+        return results, status, stats
+
+    results, status, stats = serve(engine, scenario)
+    for got in results:
+        ids = [i for i, _, _ in got]
+        assert ids[:12] == [WARMUP_ID] * 12 and ids[12:] == [0, 1, 2, 3]
+        assert all(math.isnan(lat) for _, lat, _ in got[:12]) and all(lat > 0 for _, lat, _ in got[12:])
+        assert all(image.shape == (SIZE, SIZE, 3) for _, _, image in got)
+    assert status["targets"] == ["5"] and len(status["streams"]) == 2
+    assert all(s["emitted"] >= 16 and s["latency_ms"] > 0 for s in status["streams"])
+    assert stats["type"] == "stats" and stats["received"] >= 16
+
+
+def test_bad_input_gets_an_error_and_the_socket_keeps_serving(target):
+    engine = LiveEngine(max_streams=2)
+    engine.set_target("5", target)
+    tiny_png = cv2.imencode(".png", np.zeros((10, 10, 3), np.uint8))[1].tobytes()
+
+    async def scenario(http, base):
+        errors = []
+        ws = await http.ws_connect(base + "personalive/live")
+
+        async def expect(send, *args):
+            await send(*args)
+            errors.append(await next_json(ws, "error"))
+        await expect(ws.send_bytes, frame_message(0, moving_frames(1)[0]))  # before start
+        await expect(ws.send_json, {"type": "start", "target": "42"})  # a node never queued
+        await expect(ws.send_str, "not json")
+        await expect(ws.send_json, {"type": "dance"})
+        await ws.send_json({"type": "start", "target": "5"})
+        await next_json(ws, "started")
+        await expect(ws.send_json, {"type": "start", "target": "5"})  # twice
+        await expect(ws.send_bytes, struct.pack(">I", 1) + b"this is not an image")
+        await expect(ws.send_bytes, struct.pack(">I", 2) + tiny_png)  # 10×10 pixels
+        await expect(ws.send_bytes, b"\x00\x01")
+        await expect(ws.send_bytes, struct.pack(">I", 3) + bytes(MAX_MESSAGE + 10))  # over our limit
+        # a third session while two run
+        other = await http.ws_connect(base + "personalive/live")
+        await other.send_json({"type": "start", "target": "5"})
+        await next_json(other, "started")
+        third = await http.ws_connect(base + "personalive/live")
+        await third.send_json({"type": "start", "target": "5"})
+        errors.append(await next_json(third, "error"))
+        # the first socket still streams after all that
+        got = await stream_frames(ws, moving_frames(16), 16)
+        # past twice the limit aiohttp closes that socket (1009); the server goes on
+        await third.send_bytes(bytes(2 * MAX_MESSAGE + 10))
+        closed = await third.receive()
+        await other.close()
+        fresh = await http.ws_connect(base + "personalive/live")
+        await fresh.send_json({"type": "start", "target": "5"})
+        await next_json(fresh, "started")
+        for s in (ws, fresh):
+            await s.close()
+        return errors, got, closed
+
+    errors, got, closed = serve(engine, scenario)
+    codes = [e["code"] for e in errors]
+    assert codes == ["not_started", "no_reference", "bad_message", "bad_message", "already_started", "bad_frame",
+                     "bad_size", "bad_frame", "too_large", "too_many_sessions"]
+    assert "'42'" in errors[1]["message"] and "10×10" in errors[6]["message"]
+    assert all(e["message"] for e in errors)
+    assert [i for i, _, _ in got][12:] == [0, 1, 2, 3]
+    assert closed.type in (WSMsgType.CLOSE, WSMsgType.CLOSED) and closed.data == 1009
