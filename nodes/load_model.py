@@ -9,12 +9,8 @@ import comfy.model_patcher
 import folder_paths
 from comfy_api.latest import io
 
-from personalive_core.keypoints import MotionExtractor
-from personalive_core.models import (PERSONALIVE_FILES, Layout, _build, build_denoising_unet,
-                                     build_reference_unet, denoising_state_dict)
-from personalive_core.motion import MotEncoder
-from personalive_core.pose_guider import PoseGuider
-from personalive_core.weights import WeightsError, find_weights, read_state_dict
+from personalive_core.models import PERSONALIVE_FILES, build_personalive_networks
+from personalive_core.weights import WeightsError, find_weights
 
 from .common import (CATEGORY, MODEL_FOLDER, TOP_LEVEL, ModelInfo, PersonaLiveModel, PersonaLiveNetworks,
                      weight_sets)
@@ -78,21 +74,10 @@ def _key(files, dtype):
 
 def build_networks(files, dtype, label=""):
     """The core's strict loaders (every key and shape must match), then one cast."""
-    layout = Layout(dict(files), None, None, None)
     try:
-        sd, source = denoising_state_dict(layout)
-        networks = dict(
-            denoising_unet=build_denoising_unet(sd, source),
-            reference_unet=build_reference_unet(read_state_dict(files["reference_unet"]), files["reference_unet"]),
-            pose_guider=_build(PoseGuider, files["pose_guider"]),
-            motion_encoder=_build(MotEncoder, files["motion_encoder"]),
-            motion_extractor=_build(MotionExtractor, files["motion_extractor"]),
-        )
+        networks = build_personalive_networks(files)
     except WeightsError as e:
         raise WeightsError(f"PersonaLive weights {label!r}: {e} Expected the six files of {SOURCE}.") from e
-    if networks["denoising_unet"].config.cross_attention_dim != networks["reference_unet"].config.cross_attention_dim:
-        raise WeightsError(f"{files['denoising_unet']} and {files['reference_unet']} have different "
-                           "cross-attention widths; they are not from the same PersonaLive release")
     for m in networks.values():
         torch.nn.Module.to(m, dtype=dtype).eval().requires_grad_(False)
     return PersonaLiveNetworks(**networks, info=ModelInfo(label, dict(files), dtype, _key(files, dtype)))

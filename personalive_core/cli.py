@@ -116,6 +116,19 @@ def cmd_render(a):
     source = DrivingSource(a.driving)
     log(f"loading weights from {a.weights} ({device}, {str(dtype).split('.')[-1]})")
     models = load_models(a.weights, device, dtype)
+    decoder = taesd = None
+    if a.taesd:
+        from .taesd import decoder as taesd_decoder, load_taesd
+        taesd = load_taesd(a.taesd, device, dtype)
+        decoder = taesd_decoder(taesd)
+        log(f"decoding with TAESD from {a.taesd} (fast preview, lower quality than the SD VAE)")
+    if a.channels_last or a.compile or a.onednn_linear:
+        from .speed import apply_speed_options, compile_label
+        apply_speed_options(models, channels_last=a.channels_last, compile=a.compile,
+                            extra=[taesd] if taesd else [], onednn=a.onednn_linear)
+        if a.compile:
+            log(f"compiling the denoising UNet ({compile_label(device)}) on the first chunk; each new "
+                "historical keyframe compiles once more")
     reference = encode_reference(models, ref, a.size)
     audio = a.driving if source.has_audio() else None
     out = Output(a.out, source.fps, audio, log)
@@ -130,7 +143,8 @@ def cmd_render(a):
     settings = Settings(official_quirks=not a.no_official_quirks)
     frames = reframer.driving(limited(source, a.frames))
     try:
-        for j, frame in enumerate(render_stream(models, reference, frames, a.seed, a.keep_warmup, settings, progress)):
+        for j, frame in enumerate(render_stream(models, reference, frames, a.seed, a.keep_warmup, settings, progress,
+                                                decoder=decoder)):
             out.write(reframer.output(frame, warmup=a.keep_warmup and j < WARMUP))
     except KeyboardInterrupt:
         log(f"interrupted after {out.count} frames: closing {a.out}")
@@ -163,9 +177,20 @@ def cmd_convert(a):
 
 def cmd_bench(a):
     from .bench import main as bench_main
-    if a.vae != "full":
-        raise InputError("--vae taesd is not available yet; use --vae full")
+    if a.taesd and a.vae == "full":
+        raise InputError("--taesd is a TAESD decoder: use it with --vae taesd (or leave --vae out)")
+    a.vae = a.vae or ("taesd" if a.taesd else "full")
     bench_main(a, log)
+
+
+def add_speed_arguments(p):
+    p.add_argument("--channels-last", action="store_true", help="models in channels-last memory format")
+    p.add_argument("--onednn-linear", action="store_true",
+                   help="CPU float32: compute the linear layers with oneDNN instead of the BLAS (about 2x "
+                        "faster on AMD CPUs, where MKL's sgemm takes a slow path)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the denoising UNet (static shapes; CUDA graphs on a GPU); the first "
+                        "chunk and each new historical keyframe compile, which takes minutes")
 
 
 def parser():
@@ -194,13 +219,18 @@ def parser():
                    help="what --paste-back pastes into (default reference; implies --paste-back)")
     r.add_argument("--crop-scale", type=float, default=1.75, help="crop side / detected face side (default 1.75)")
     r.add_argument("--feather", type=float, default=0.2, help="paste-back mask ramp, fraction of the crop radius")
+    r.add_argument("--taesd", metavar="PATH", help="decode with TAESD (taesd_decoder.pth/.safetensors or a taesd/ "
+                                                   "folder): fast preview quality instead of the SD VAE")
+    add_speed_arguments(r)
     r.set_defaults(fn=cmd_render)
     c = sub.add_parser("check-weights", help="list the expected files and their key coverage")
     c.add_argument("weights")
     c.set_defaults(fn=cmd_check_weights)
     m = sub.add_parser("make-random-weights", help="write seeded random weights in the official layout")
     m.add_argument("dir")
-    m.add_argument("--preset", choices=["tiny", "full"], default="tiny")
+    m.add_argument("--preset", choices=["tiny", "comfy", "full"], default="tiny",
+                   help="tiny: smallest models (tests); comfy: small UNets with the full image encoder and "
+                        "VAE, which ComfyUI's own CLIP Vision and VAE loaders accept; full: the published sizes")
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(fn=cmd_make_random_weights)
     v = sub.add_parser("convert", help="write .safetensors twins of the .pth/.bin files of a weights folder")
@@ -216,7 +246,10 @@ def parser():
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
-    b.add_argument("--vae", default="full", choices=["full", "taesd"])
+    b.add_argument("--vae", default=None, choices=["full", "taesd"],
+                   help="decoder: full (SD VAE, default) or taesd (--taesd, else <weights>/taesd/, else random)")
+    b.add_argument("--taesd", metavar="PATH", help="TAESD decoder weights (implies --vae taesd)")
+    add_speed_arguments(b)
     b.add_argument("--no-cache-kv", action="store_true", help="re-project the reference tokens at every chunk")
     b.set_defaults(fn=cmd_bench)
     from .bench_memory import add_parser as add_bench_memory

@@ -125,6 +125,29 @@ def _build(cls, path):
     return _build_from(cls, read_state_dict(path), path)
 
 
+def build_personalive_networks(files, base_unet=None):
+    """The five PersonaLive networks from the six files (`files`: name → path for every name of
+    PERSONALIVE_FILES): denoising UNet (denoising_unet + temporal_module), reference UNet, pose guider,
+    motion encoder, motion extractor — a dict of float32 modules, on the CPU. Strict: every key and shape
+    must match, else WeightsError naming the file. `base_unet`: SD UNet weights that fill keys absent
+    from both denoiser files (as the official code initialises from it)."""
+    missing = [n for n in PERSONALIVE_FILES if not files.get(n)]
+    if missing:
+        raise WeightsError(f"missing {', '.join(f'{n}.pth' for n in missing)}")
+    sd, source = denoising_state_dict(Layout(dict(files), None, None, base_unet))
+    networks = dict(
+        denoising_unet=build_denoising_unet(sd, source, base_unet),
+        reference_unet=build_reference_unet(read_state_dict(files["reference_unet"]), files["reference_unet"]),
+        pose_guider=_build(PoseGuider, files["pose_guider"]),
+        motion_encoder=_build(MotEncoder, files["motion_encoder"]),
+        motion_extractor=_build(MotionExtractor, files["motion_extractor"]),
+    )
+    if networks["denoising_unet"].config.cross_attention_dim != networks["reference_unet"].config.cross_attention_dim:
+        raise WeightsError(f"{files['denoising_unet']} and {files['reference_unet']} have different "
+                           "cross-attention widths; they are not from the same PersonaLive release")
+    return networks
+
+
 @dataclass
 class PersonaLiveModels:
     denoising_unet: torch.nn.Module
@@ -158,15 +181,9 @@ class PersonaLiveModels:
 def load_models(root, device="cpu", dtype=torch.float32):
     """Load every component from an official-layout folder; raises WeightsError on any mismatch."""
     layout = find_layout(root)
-    p = layout.personalive
-    need = lambda name: _require(p[name], f"personalive/{name}.pth", root)  # noqa: E731
-    sd, source = denoising_state_dict(layout, root)
+    files = {name: _require(layout.personalive[name], f"personalive/{name}.pth", root) for name in PERSONALIVE_FILES}
     models = PersonaLiveModels(
-        denoising_unet=build_denoising_unet(sd, source, layout.base_unet),
-        reference_unet=build_reference_unet(read_state_dict(need("reference_unet")), p["reference_unet"]),
-        pose_guider=_build(PoseGuider, need("pose_guider")),
-        motion_encoder=_build(MotEncoder, need("motion_encoder")),
-        motion_extractor=_build(MotionExtractor, need("motion_extractor")),
+        **build_personalive_networks(files, layout.base_unet),
         image_encoder=load_image_encoder(_require(layout.image_encoder, "image encoder folder", root)),
         vae=load_vae(_require(layout.vae, "VAE folder", root)),
     )

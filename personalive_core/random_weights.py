@@ -1,10 +1,14 @@
 """Seeded random weights in the official file layout, and .safetensors twins of published files.
 
 `tiny`: the smallest models of the same design that load through the same code (tests, CI).
+`comfy`: tiny PersonaLive networks with 768-d cross-attention, the full CLIP ViT-L/14 image encoder and
+the full SD VAE — what ComfyUI's own CLIP Vision and VAE loaders accept (tests through a real host).
 `full`: the published sizes (benchmarks without the published files).
 Random weights animate nothing meaningful; they exercise every code path with O(1) activations.
 The motion extractor's heads get a plausible operating point (keypoints inside the image, small
-head rotations), since face boxes come from those keypoints.
+head rotations), since face boxes come from those keypoints; the denoiser's projections of motion
+tokens are matched to the tokens' scale (`match_motion_token_scale_`), so frames depend smoothly on
+the inputs instead of chaotically.
 """
 import os
 
@@ -34,6 +38,11 @@ FULL_VAE = {"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "
             "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4}
 
 
+# small PersonaLive UNets that cross-attend to the 768-d embedding of the full image encoder
+COMFY_UNET = UNetConfig(**{**TINY_UNET.__dict__, "cross_attention_dim": FULL_CLIP.projection_dim})
+PRESETS = ("tiny", "comfy", "full")
+
+
 def _preset(name):
     if name == "tiny":
         return dict(unet=TINY_UNET, pose=PoseGuider(64, (8, 8, 8, 8)), motion=MotEncoder.tiny(),
@@ -41,7 +50,13 @@ def _preset(name):
     if name == "full":
         return dict(unet=FULL_UNET, pose=PoseGuider(), motion=MotEncoder(), extractor=MotionExtractor(),
                     clip=FULL_CLIP, vae=FULL_VAE)
-    raise ValueError(f"unknown preset {name!r}: use tiny or full")
+    if name == "comfy":
+        # the host's CLIP-vision and VAE loaders accept only the standard architectures; the host keeps
+        # CLIP-vision weights in fp16 (computing in fp32), so the values are written fp16-exact and both
+        # sides compute with the same numbers
+        return dict(unet=COMFY_UNET, pose=PoseGuider(64, (8, 8, 8, 8)), motion=MotEncoder.tiny(),
+                    extractor=MotionExtractor.tiny(), clip=FULL_CLIP, vae=FULL_VAE, clip_fp16=True)
+    raise ValueError(f"unknown preset {name!r}: use {', '.join(PRESETS)}")
 
 
 def plausible_heads_(sd, seed):
@@ -61,6 +76,31 @@ def plausible_heads_(sd, seed):
     return sd
 
 
+@torch.no_grad()
+def motion_token_rms(motion_encoder):
+    """RMS of the motion tokens `motion_encoder` gives for a fixed smooth probe face (random encoders:
+    45–70 for both presets, on probes and on real crops alike)."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 224), torch.linspace(-1, 1, 224), indexing="ij")
+    probe = torch.stack([xx, yy, xx * yy])[None]
+    return float(motion_encoder.eval().encode(probe).pow(2).mean().sqrt())
+
+
+def match_motion_token_scale_(den_sd, motion_dim, token_rms):
+    """Divide the denoiser's key/value projections of motion tokens by the tokens' RMS.
+
+    A trained network's projections match the scale of their inputs; fan-in init assumes O(1) inputs.
+    The random MotEncoder's tokens have RMS ≈ 50 (MOTION_GAIN included), which would make the 26 motion
+    cross-attentions' logits ≈ 50 — a near-argmax softmax that amplifies any perturbation ~5× per layer
+    (a 1e-7 relative change of the CLIP context changed the frames by ~19 dB PSNR) — and their values
+    ≈ 50 (the residual stream grew to ≈ 100). Scaled, logits and values are O(1) and the same change
+    costs > 100 dB: the frames are a smooth function of the inputs, as with trained weights."""
+    for key, value in den_sd.items():
+        if ".motion_modules." in key and key.endswith(("to_k.weight", "to_v.weight")) \
+                and value.shape[-1] == motion_dim:
+            den_sd[key] = value / token_rms
+    return den_sd
+
+
 def personalive_state_dicts(preset, seed=0):
     """The six official `.pth` state dicts (name → dict) of a preset."""
     p = _preset(preset)
@@ -69,6 +109,8 @@ def personalive_state_dicts(preset, seed=0):
     ref = UNet(UNetConfig(**{**p["unet"].__dict__, "out_channels": 0, "motion_dim": 0, "temporal_pos_len": 0}))
     motion_sd = random_state_dict(p["motion"], seed * 1000 + 7)
     motion_sd["final_proj.weight"] = motion_sd["final_proj.weight"] * MOTION_GAIN
+    p["motion"].load_state_dict(motion_sd)
+    match_motion_token_scale_(den_sd, p["unet"].motion_dim, motion_token_rms(p["motion"]))
     extractor_sd = random_state_dict(p["extractor"], seed * 1000 + 8)
     return {
         "denoising_unet": {k: v for k, v in den_sd.items() if ".temporal_modules." not in k},
@@ -87,8 +129,10 @@ def write_random_weights(root, preset="tiny", seed=0, log=lambda m: None):
     for name, sd in personalive_state_dicts(preset, seed).items():
         path = save_state_dict(sd, os.path.join(root, "personalive", f"{name}.pth"))
         log(f"wrote {path}")
-    image_encoder.write_image_encoder(os.path.join(root, "sd-image-variations-diffusers", "image_encoder"),
-                                      p["clip"], seed * 1000 + 2)
+    clip_file = image_encoder.write_image_encoder(
+        os.path.join(root, "sd-image-variations-diffusers", "image_encoder"), p["clip"], seed * 1000 + 2)
+    if p.get("clip_fp16"):
+        save_state_dict({k: v.half() for k, v in read_state_dict(clip_file).items()}, clip_file)
     vae.write_vae(os.path.join(root, "sd-vae-ft-mse"), p["vae"], seed * 1000 + 3)
     return root
 
@@ -120,7 +164,10 @@ def random_models(preset="tiny", seed=0):
     sds = personalive_state_dicts(preset, seed)
     den = {**sds["denoising_unet"], **sds["temporal_module"]}
     clip = CLIPImageEncoder(p["clip"])
-    clip.load_state_dict(random_state_dict(clip, seed * 1000 + 2))
+    clip_sd = random_state_dict(clip, seed * 1000 + 2)
+    if p.get("clip_fp16"):
+        clip_sd = {k: v.half().float() for k, v in clip_sd.items()}
+    clip.load_state_dict(clip_sd)
     vae_model = AutoencoderKL.from_config(p["vae"])
     vae_model.load_state_dict(random_state_dict(vae_model, seed * 1000 + 3))
     return PersonaLiveModels(

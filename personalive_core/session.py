@@ -21,6 +21,7 @@ from .hybrid_motion import WARMUP, HybridMotion
 from .keypoints import draw_keypoints
 from .reference import ReferenceAttention
 from .scheduler import DistilledDDIM
+from .taesd import TAESDDecoder, decode as taesd_decode
 from .vae import decode as vae_decode
 from .window import CHUNK, MicroChunkWindow, window_timesteps
 
@@ -112,5 +113,8 @@ class StreamingSession:
 
 @torch.no_grad()
 def decode(vae, latents):
-    """Scaled latents (N, 4, h, w) → frames (N, H, W, 3) in [0, 1], float32."""
+    """Scaled latents (N, 4, h, w) → frames (N, H, W, 3) in [0, 1], float32. `vae`: the SD VAE,
+    or a TAESD decoder (personalive_core.taesd: much faster, lower quality)."""
+    if isinstance(vae, TAESDDecoder):
+        return taesd_decode(vae, latents)
     return vae_decode(vae, latents).float()

@@ -117,3 +117,56 @@ def test_bench_prints_json_metrics_last(capsys):
     for key in ("fps", "chunk_ms_p50", "chunk_ms_p95", "first_output_ms", "peak_mem_mb"):
         assert result[key] > 0
     assert result["weights"] == "random-tiny" and result["chunks"] == 2
+
+
+def test_render_with_taesd_and_channels_last(tiny_weights, inputs, tmp_path, capsys):
+    from personalive_core.taesd import write_taesd
+    taesd = write_taesd(tmp_path / "taesd_decoder.pth")
+    full, fast = tmp_path / "full.npy", tmp_path / "fast.npy"
+    assert render(tiny_weights, inputs, full, "--driving", str(inputs / "frames")) == 0
+    assert render(tiny_weights, inputs, fast, "--driving", str(inputs / "frames"), "--taesd", str(taesd),
+                  "--channels-last") == 0
+    assert "decoding with TAESD" in capsys.readouterr().err
+    a, b = np.load(full), np.load(fast)
+    assert b.shape == a.shape and 0 <= b.min() and b.max() <= 1 and not np.allclose(a, b)
+    assert render(tiny_weights, inputs, tmp_path / "x.npy", "--driving", str(inputs / "frames"),
+                  "--taesd", str(tmp_path / "none.pth")) == 2
+    assert "TAESD weights not found" in capsys.readouterr().err
+
+
+def test_bench_taesd_channels_last_compile(capsys, monkeypatch):
+    """Every speed option together; compilation captured by the "eager" backend (no code
+    generation) so the test stays fast — the real compiler is tested in test_speed.py."""
+    import json
+    import torch
+    from personalive_core import speed
+    monkeypatch.setattr(speed, "BACKEND", "eager")
+    try:
+        assert main(["bench", "--random-weights", "tiny", "--size", str(SIZE), "--chunks", "1", "--warmup", "0",
+                     "--vae", "taesd", "--channels-last", "--compile"]) == 0
+    finally:
+        torch._dynamo.reset()
+    out, err = capsys.readouterr()
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["vae"] == "taesd" and result["decoder"] == "taesd (random weights)"
+    assert result["channels_last"] is True and result["compile"] == "inductor+freezing"
+    assert result["compile_ms"] > 0 and result["fps"] > 0
+    assert "compile warm-up, 3 keyframes" in err  # every reference length compiled before timing
+
+
+def test_bench_decoder_choice(tiny_weights, tmp_path, capsys):
+    import json
+    from personalive_core.taesd import write_taesd
+    base = ["bench", "--size", str(SIZE), "--chunks", "1", "--warmup", "0"]
+    assert main(base + ["--random-weights", "tiny", "--vae", "full", "--taesd", "x.pth"]) == 2
+    assert "use it with --vae taesd" in capsys.readouterr().err
+    assert main(base + ["--weights", tiny_weights, "--vae", "taesd"]) == 2
+    assert "give --taesd PATH" in capsys.readouterr().err
+    taesd = write_taesd(tmp_path / "taesd" / "taesd_decoder.safetensors")
+    assert main(base + ["--weights", tiny_weights, "--taesd", str(taesd)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["vae"] == "taesd" and result["decoder"] == f"taesd ({taesd})" and result["compile_ms"] is None
+    assert main(base + ["--random-weights", "tiny"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["vae"] == "full" and result["decoder"] == "sd-vae (AutoencoderKL)"
+    assert result["channels_last"] is False and result["compile"] is None

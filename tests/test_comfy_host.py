@@ -6,7 +6,8 @@ Needs `COMFYUI_PATH` (a ComfyUI checkout, v0.3.64 or newer) and a Python that ru
 TMP/custom_nodes, puts random weights into TMP/models (`personalive/`, `clip_vision/`, `vae/`) and
 submits the workflows through /prompt, at size 64 to keep it cheap.
 
-The random weights: the six PersonaLive files with small UNets whose cross-attention takes the 768-d
+The random weights: the core's `comfy` preset (`python -m personalive_core make-random-weights DIR
+--preset comfy`): the six PersonaLive files with small UNets whose cross-attention takes the 768-d
 embedding of a full-size CLIP ViT-L/14 image encoder, and a full-size SD VAE — the host's own
 CLIP-vision and VAE loaders accept only the standard architectures. They are written once (about
 1 GB, ~15 s) into $PERSONALIVE_TEST_CACHE (default ~/.cache/personalive-tests) and reused.
@@ -33,7 +34,7 @@ CLIP_NAME = "sd-image-variations-image-encoder.safetensors"  # the names the shi
 VAE_NAME = "sd-vae-ft-mse.safetensors"
 SIZE = 64
 DRIVING_FRAMES, FPS = 9, 12
-WEIGHTS_VERSION = "comfy-weights-v1"
+WEIGHTS_VERSION = "comfy-weights-v2"  # bump when the comfy preset changes
 
 pytestmark = pytest.mark.skipif(
     not COMFY or not os.path.isfile(os.path.join(COMFY, "main.py")),
@@ -41,67 +42,18 @@ pytestmark = pytest.mark.skipif(
 
 
 # -- weights -----------------------------------------------------------------------------------------
-def write_comfy_weights(root, seed=0):
-    """Official layout under `root` (so `python -m personalive_core render --weights root` reads the same
-    weights): tiny PersonaLive networks with 768-d cross-attention, full ViT-L/14 image encoder (values
-    rounded to fp16, as the host keeps CLIP vision weights in fp16 on the CPU), full SD VAE."""
-    from personalive_core import image_encoder, vae
-    from personalive_core.weights import save_state_dict
-    from personalive_core.random_weights import FULL_CLIP, FULL_VAE, personalive_state_dicts
-    width = FULL_CLIP.projection_dim
-    sds = personalive_state_dicts("tiny", seed)
-    g = torch.Generator().manual_seed(seed * 1000 + 11)
-    for name in ("denoising_unet", "reference_unet"):  # cross-attention input 16 → 768
-        for key, value in sds[name].items():
-            if key.endswith(("attn2.to_k.weight", "attn2.to_v.weight")):
-                sds[name][key] = torch.randn((value.shape[0], width), generator=g) / width ** 0.5
-    for name, sd in sds.items():
-        save_state_dict(sd, os.path.join(root, "personalive", f"{name}.pth"))
-    clip_dir = os.path.join(root, "sd-image-variations-diffusers", "image_encoder")
-    clip_file = image_encoder.write_image_encoder(clip_dir, FULL_CLIP, seed * 1000 + 2)
-    save_state_dict({k: v.half() for k, v in image_encoder.random_state_dict(FULL_CLIP, seed * 1000 + 2).items()},
-                    clip_file)
-    vae.write_vae(os.path.join(root, "sd-vae-ft-mse"), FULL_VAE, seed * 1000 + 3)
-    return root
-
-
 def comfy_weights():
-    """The cached official-layout folder (written on first use)."""
+    """The cached official-layout folder of the core's `comfy` preset, seed 0 (written on first use)."""
+    from personalive_core.random_weights import write_random_weights
     cache = os.environ.get("PERSONALIVE_TEST_CACHE", os.path.expanduser("~/.cache/personalive-tests"))
     root = os.path.join(cache, WEIGHTS_VERSION)
     if not os.path.isfile(os.path.join(root, "complete")):
         os.makedirs(cache, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=WEIGHTS_VERSION + ".", dir=cache)
-        write_comfy_weights(tmp)
+        write_random_weights(tmp, "comfy", seed=0)
         open(os.path.join(tmp, "complete"), "w").close()
         shutil.rmtree(root, ignore_errors=True)
         os.replace(tmp, root)
-    return root
-
-
-def tamed_weights(weights, gain=0.1):
-    """`weights` with the denoiser's output layer scaled by `gain` (in weights/tamed, built once).
-
-    Random UNets are chaotic through the 4-step window: with the weights as written, the core against
-    itself with the CLIP context changed by 1e-7 (relative) already falls to ~19 dB PSNR, so a
-    host-vs-core comparison would only measure that chaos. With a 10× smaller noise prediction the
-    same 1e-7 perturbation costs ~38 dB, and the comparison measures the host's numerics."""
-    root = os.path.join(weights, "tamed")
-    if os.path.isfile(os.path.join(root, "complete")):
-        return root
-    from personalive_core.weights import read_state_dict, save_state_dict
-    os.makedirs(os.path.join(root, "personalive"), exist_ok=True)
-    for name in os.listdir(os.path.join(weights, "personalive")):
-        target, link = os.path.join(weights, "personalive", name), os.path.join(root, "personalive", name)
-        if name.startswith("denoising_unet"):
-            sd = read_state_dict(target)
-            save_state_dict({**sd, "conv_out.weight": sd["conv_out.weight"] * gain}, link)
-        elif not os.path.lexists(link):
-            os.symlink(target, link)
-    for folder in ("sd-image-variations-diffusers", "sd-vae-ft-mse"):
-        if not os.path.lexists(os.path.join(root, folder)):
-            os.symlink(os.path.join(weights, folder), os.path.join(root, folder))
-    open(os.path.join(root, "complete"), "w").close()
     return root
 
 
@@ -181,13 +133,13 @@ def free_port():
 
 
 class Server:
-    def __init__(self, base, port):
+    def __init__(self, base, port, env=None):
         self.base, self.port, self.url = base, port, f"http://127.0.0.1:{port}"
         self.log = os.path.join(base, "server.log")
         python = os.environ.get("COMFYUI_PYTHON", sys.executable)
         args = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", base,
                 "--disable-auto-launch", "--disable-api-nodes", "--database-url", f"sqlite:///{base}/user/comfyui.db"]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1", **(env or {})}
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(args, cwd=COMFY, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 240
@@ -302,7 +254,8 @@ def test_extension_loads(host):
     assert "nodes" in served and "links" in served
 
 
-WORKFLOW_FILES = sorted(f for f in os.listdir(WORKFLOWS) if f.endswith(".json")) if os.path.isdir(WORKFLOWS) else []
+LIVE_WORKFLOWS = ("personalive_live_webcam.json",)  # no video out: test_live_host.py streams through it
+WORKFLOW_FILES = sorted(f for f in os.listdir(WORKFLOWS) if f.endswith(".json") and f not in LIVE_WORKFLOWS)
 
 
 @pytest.mark.parametrize("name", WORKFLOW_FILES)
@@ -356,6 +309,13 @@ def psnr(a, b):
     return float(10 * np.log10(1 / max(float(((a - b) ** 2).mean()), 1e-20)))
 
 
+# The parity run is at 128 px: at 64 px the small UNets' deepest level is 1×1 with 2 channels per
+# GroupNorm group (the published model at 512 px: 8×8 and 40), a normalisation that is a sign function of
+# their difference, so rounding-level changes flip it: at 64 px the core in-process against the core CLI
+# already falls to ~44 dB (the host against the core: 42 dB); at 128 px both are above 120 dB.
+PARITY_SIZE = 128
+
+
 def test_parity_with_core_render(tmp_path):
     """The nodes with the host's own CLIP-vision and VAE loaders against `python -m personalive_core
     render` on the same weights, images and seed (no server: same code, fewer moving parts)."""
@@ -368,7 +328,8 @@ def test_parity_with_core_render(tmp_path):
     from comfy_api.latest import InputImpl
     from PIL import Image
     N = ext.nodes
-    weights = tamed_weights(comfy_weights())
+    size = PARITY_SIZE
+    weights = comfy_weights()
     ref_path, drv_path = make_media(str(tmp_path))
     paths = folder_paths.folder_names_and_paths["personalive"][0]
     saved = list(paths)
@@ -385,33 +346,40 @@ def test_parity_with_core_render(tmp_path):
                                                                    "diffusion_pytorch_model.safetensors")))
     ref = torch.from_numpy(np.array(Image.open(ref_path).convert("RGB"))).float()[None] / 255
     driving = InputImpl.VideoFromFile(drv_path).get_components().images
-    reference = N.encode_reference.PersonaLiveEncodeReference.execute(model, clip, vae, ref, SIZE, "stretch").result[0]
-    motion = N.extract_motion.PersonaLiveExtractMotion.execute(model, ref, SIZE, "stretch",
+    reference = N.encode_reference.PersonaLiveEncodeReference.execute(model, clip, vae, ref, size, "stretch").result[0]
+    motion = N.extract_motion.PersonaLiveExtractMotion.execute(model, ref, size, "stretch",
                                                                driving_images=driving).result[0]
-    frames = N.sampler.PersonaLiveStreamSampler.execute(model, reference, motion, vae, 42).result[0].numpy()
+    images, latent = N.sampler.PersonaLiveStreamSampler.execute(model, reference, motion, vae, 42).result
+    frames = images.numpy()
 
     out = os.path.join(str(tmp_path), "core.npy")
     run = subprocess.run([sys.executable, "-m", "personalive_core", "render", "--weights", weights, "--reference",
-                          ref_path, "--driving", drv_path, "--out", out, "--size", str(SIZE), "--seed", "42"],
+                          ref_path, "--driving", drv_path, "--out", out, "--size", str(size), "--seed", "42"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     core = np.load(out)
-    assert frames.shape == core.shape == (DRIVING_FRAMES, SIZE, SIZE, 3)
+    assert frames.shape == core.shape == (DRIVING_FRAMES, size, size, 3)
     value = psnr(frames, core)
-    print(f"host nodes vs core render: PSNR {value:.2f} dB over {len(frames)} frames, max abs "
-          f"{np.abs(frames - core).max():.4f}")
-    assert value >= 35, value
 
-    # where the differences come from: the reference encoding (host CLIP / VAE code), nothing else
+    # where the difference comes from (the PersonaLive networks are the core's own): the host's CLIP vision
+    # and VAE encoding the reference, and the host's VAE decoding (the sampler's latents, decoded by both)
     from personalive_core.models import load_models
     from personalive_core.reference import encode_reference
+    models = load_models(weights)
     with torch.no_grad():
-        expected = encode_reference(load_models(weights), Image.open(ref_path).convert("RGB"), SIZE)
+        expected = encode_reference(models, Image.open(ref_path).convert("RGB"), size)
+        core_decoded = (models.vae.decode(latent["samples"]).sample.permute(0, 2, 3, 1) / 2 + 0.5).clamp(0, 1)
     got = reference.reference
     context = float((got.context - expected.context).norm() / expected.context.norm())
+    context_max = float((got.context - expected.context).abs().max())
     latents = float((got.latents - expected.latents).abs().max())
-    print(f"reference encoding vs core: CLIP context relative error {context:.2e}, VAE latents max abs {latents:.2e}")
-    assert context < 1e-4 and latents < 1e-4
+    decoded = psnr(frames, core_decoded.numpy())
+    print(f"\nhost nodes vs core render at {size} px: PSNR {value:.2f} dB over {len(frames)} frames, max abs "
+          f"{np.abs(frames - core).max():.2e}; reference encoding: CLIP context relative error {context:.2e} "
+          f"(max abs {context_max:.2e}), VAE-encoded latents max abs {latents:.2e}; the same latents decoded by "
+          f"the host's and the core's VAE: PSNR {decoded:.2f} dB")
+    assert value >= 35, value  # issue 3's bar; measured ~120 dB
+    assert context < 1e-5 and latents < 1e-5 and decoded > 80, (context, latents, decoded)
     assert torch.equal(got.image, expected.image) and torch.equal(got.cond, expected.cond)
 
 

@@ -1,0 +1,139 @@
+"""The speed options give the frames of the plain path.
+
+The tiny random models are chaotic: their motion modules attend almost one-hot to the motion
+tokens and, at 64 px, the deepest GroupNorms see 2 values per group, so a 1e-6 change of the UNet
+input moves the output by O(1). Rounding-level differences (another conv kernel for
+channels-last, fused kernels when compiled) are therefore compared on a damped copy (motion
+cross-attention keys/values × 0.02) at 128 px, where that gain is a few units (asserted below).
+Tolerance: 1e-4 on frames in [0, 1] (a 40th of one 8-bit level).
+"""
+import copy
+
+import pytest
+import torch
+
+from conftest import moving_frames
+from personalive_core import speed
+from personalive_core.reference import encode_reference
+from personalive_core.render import to_model_frames
+from personalive_core.session import Settings, StreamingSession, decode
+from personalive_core.taesd import decode as taesd_decode, random_taesd
+
+SIZE = 128
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def damped(tiny_models):
+    models = copy.deepcopy(tiny_models)
+    with torch.no_grad():
+        for name, p in models.denoising_unet.named_parameters():
+            if ".motion_modules." in name and name.endswith(("to_k.weight", "to_v.weight")):
+                p.mul_(0.02)
+    return models
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def chunks(n):
+    frames = moving_frames(4 * n, SIZE)
+    return [to_model_frames(frames[i:i + 4], "cpu") for i in range(0, 4 * n, 4)]
+
+
+def stream(models, image, n, settings=None, keyframe_at=(), decoder=None):
+    """Decoded frames of the first `n` chunks; a historical keyframe (the reference latents) is
+    forced before each chunk index in `keyframe_at`."""
+    reference = encode_reference(models, image, SIZE)
+    session = StreamingSession(models, reference, seed=1, settings=settings)
+    out = []
+    for i, c in enumerate(chunks(n)):
+        if i in keyframe_at:
+            session.attention.add_keyframe(reference.latents, reference.context)
+        out.append(decode(decoder or models.vae, session.push(c)))
+    return torch.cat(out)
+
+
+@pytest.fixture(scope="module")
+def plain(damped, reference_image):
+    return stream(damped, reference_image, 3)
+
+
+def test_damped_model_is_well_conditioned(damped, reference_image, plain):
+    """The comparison model's own sensitivity: a 1e-6 relative input change stays below TOL."""
+    m = copy.deepcopy(damped)
+    forward = m.denoising_unet.forward
+    m.denoising_unet.forward = lambda sample, *a, **k: forward(sample * (1 + 1e-6), *a, **k)
+    assert (stream(m, reference_image, 3) - plain).abs().max() < TOL
+    assert torch.equal(stream(damped, reference_image, 3), plain)  # and the plain path is deterministic
+
+
+def test_channels_last_gives_the_same_frames(damped, reference_image, plain):
+    m = speed.apply_speed_options(copy.deepcopy(damped), channels_last=True)
+    assert m.denoising_unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert m.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert (stream(m, reference_image, 3) - plain).abs().max() < TOL
+
+
+@pytest.mark.parametrize("shape", [(7, 40), (2, 9, 40), (3, 1, 5, 40)])
+def test_onednn_linear_is_the_linear_product(shape):
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(shape, generator=g), torch.randn(24, 40, generator=g), torch.randn(24, generator=g)
+    torch.testing.assert_close(speed.onednn_linear(x, w, b), torch.nn.functional.linear(x, w, b), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(speed.onednn_linear(x.transpose(0, -2) if x.dim() > 2 else x, w),
+                               torch.nn.functional.linear(x.transpose(0, -2) if x.dim() > 2 else x, w),
+                               atol=1e-5, rtol=1e-5)  # non-contiguous input
+
+
+def test_onednn_linear_gives_the_same_frames(damped, reference_image, plain):
+    m = speed.apply_speed_options(copy.deepcopy(damped), onednn=True, channels_last=True)
+    linears = [mod for mod in m.denoising_unet.modules() if isinstance(mod, torch.nn.Linear)]
+    assert linears and all(type(mod) is speed.OneDNNLinear for mod in linears)
+    assert set(m.denoising_unet.state_dict()) == set(damped.denoising_unet.state_dict())
+    assert (stream(m, reference_image, 3) - plain).abs().max() < TOL
+
+
+def test_channels_last_taesd_gives_the_same_frames():
+    latents = torch.randn(4, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    plain_taesd = random_taesd(seed=0)
+    last = speed.to_channels_last(random_taesd(seed=0))
+    assert last[1].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(taesd_decode(last, latents), taesd_decode(plain_taesd, latents), atol=1e-5, rtol=0)
+
+
+def test_taesd_stream_is_deterministic(damped, reference_image):
+    m = speed.apply_speed_options(copy.deepcopy(damped), channels_last=True)
+    a = stream(damped, reference_image, 1, decoder=random_taesd(0))
+    assert a.shape == (4, SIZE, SIZE, 3) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, stream(damped, reference_image, 1, decoder=random_taesd(0)))
+    assert (stream(m, reference_image, 1, decoder=speed.to_channels_last(random_taesd(0))) - a).abs().max() < TOL
+
+
+@pytest.mark.parametrize("cache_kv", [True, False])
+def test_compiled_unet_wiring_across_keyframes(damped, reference_image, monkeypatch, cache_kv):
+    """Graph capture without code generation (backend "eager"): the compiled forward gives the
+    very same frames while the reference keys/values grow with forced historical keyframes
+    (a new shape each), and a second stream on the same compiled UNet recompiles nothing."""
+    monkeypatch.setattr(speed, "BACKEND", "eager")
+    settings = Settings(cache_reference_kv=cache_kv)
+    want = stream(damped, reference_image, 2, settings, keyframe_at=(1,))
+    m = speed.apply_speed_options(copy.deepcopy(damped), compile=True)
+    assert m.denoising_unet._speed_compiled == "eager"
+    assert torch.equal(stream(m, reference_image, 2, settings, keyframe_at=(1,)), want)
+    from torch._dynamo.utils import counters
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 2  # one per reference length
+    assert torch.equal(stream(m, reference_image, 2, settings, keyframe_at=(1,)), want)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.slow  # inductor code generation: 90-140 s cold on 2 busy CPU cores, ~15 s warm
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compile_gives_the_same_frames(damped, reference_image, plain):
+    """Real compilation (inductor, the CPU mode), kept to one chunk."""
+    m = speed.apply_speed_options(copy.deepcopy(damped), compile=True)
+    assert (stream(m, reference_image, 1) - plain[:4]).abs().max() < TOL
