@@ -10,8 +10,10 @@ import comfy.model_management as mm
 import folder_paths
 from comfy_api.latest import io
 
+from personalive_core.history import KeyframeSettings
 from personalive_core.models import PERSONALIVE_FILES, PersonaLiveModels
 from personalive_core.preprocess import vae_pixels_from_tensor
+from personalive_core.session import Settings
 
 CATEGORY = "PersonaLive"
 MODEL_FOLDER = "personalive"  # models/personalive/, or any `personalive:` entry of extra_model_paths.yaml
@@ -184,3 +186,24 @@ def check_compatible(model, reference=None, motion=None):
                              "to 'PersonaLive Encode Reference' and 'PersonaLive Extract Motion'")
     return info
 
+
+# -- streaming nodes (sampler, render video, live) -------------------------------------------------
+def keyframe_inputs():
+    """The historical-keyframe widgets of every node that streams."""
+    return [
+        io.Float.Input("keyframe_threshold", default=17.0, min=0.0, max=1000.0, step=0.5,
+                       tooltip="Historical keyframes: a finished frame whose motion is farther than this (L2 over "
+                               "its motion tokens) from every stored keyframe becomes an extra reference. Official: 17."),
+        io.Int.Input("max_keyframes", default=3, min=0, max=16, step=1,
+                     tooltip="At most this many historical keyframes (0 = off). Official: 3."),
+    ]
+
+
+def stream_settings(keyframe_threshold, max_keyframes):
+    return Settings(keyframes=KeyframeSettings(threshold=keyframe_threshold, max_keyframes=max_keyframes))
+
+
+def expect(value, cls, name, source):
+    """Refuse a socket value that is not the output of node `source`."""
+    if not isinstance(value, cls):
+        raise ValueError(f"{name}: expected the output of '{source}', got {type(value).__name__}")

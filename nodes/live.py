@@ -9,11 +9,10 @@ import torch
 
 from comfy_api.latest import io
 
-from personalive_core.history import KeyframeSettings
 from personalive_core.live import LiveEngine, LiveTarget
-from personalive_core.session import Settings
 
-from .common import CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, load_networks
+from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
+                     keyframe_inputs, load_networks, stream_settings)
 from .host_models import check_vae, unscale, vae_decode
 
 MAX_SESSIONS = int(os.environ.get("PERSONALIVE_LIVE_MAX_SESSIONS", "2"))
@@ -69,7 +68,7 @@ def host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes):
     before every chunk (the same ModelPatcher as the sampler: no second copy of the weights) and
     frames decoded by the graph's VAE."""
     size = reference.size
-    settings = Settings(keyframes=KeyframeSettings(threshold=keyframe_threshold, max_keyframes=max_keyframes))
+    settings = stream_settings(keyframe_threshold, max_keyframes)
     return LiveTarget(prepare=lambda: load_networks(model, size), reference=reference.reference,
                       decode=lambda latents: vae_decode(vae, unscale(latents)), seed=seed, settings=settings)
 
@@ -92,11 +91,7 @@ class PersonaLiveLive(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The SD 1.x VAE (sd-vae-ft-mse) that decodes each chunk."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the noise stream; a stream restarts from it on a new reference."),
-                io.Float.Input("keyframe_threshold", default=17.0, min=0.0, max=1000.0, step=0.5,
-                               tooltip="Historical keyframes: motion farther than this from every stored keyframe "
-                                       "adds the frame as an extra reference. Official: 17."),
-                io.Int.Input("max_keyframes", default=3, min=0, max=16, step=1,
-                             tooltip="At most this many historical keyframes (0 = off). Official: 3."),
+                *keyframe_inputs(),
             ],
             outputs=[],
             hidden=[io.Hidden.unique_id],
@@ -105,9 +100,7 @@ class PersonaLiveLive(io.ComfyNode):
     @classmethod
     @torch.no_grad()
     def execute(cls, model, reference, vae, seed, keyframe_threshold=17.0, max_keyframes=3) -> io.NodeOutput:
-        if not isinstance(reference, EncodedReference):
-            raise ValueError(f"reference: expected the output of 'PersonaLive Encode Reference', "
-                             f"got {type(reference).__name__}")
+        expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
         check_compatible(model, reference)
         check_vae(vae)
         name = str(cls.hidden.unique_id)

@@ -23,12 +23,11 @@ from comfy_api.latest import InputImpl, io, ui
 from personalive_core.cli import Output
 from personalive_core.face_crop import DEFAULT_SCALE
 from personalive_core.footage import Reframer
-from personalive_core.history import KeyframeSettings
 from personalive_core.render import chunks_needed, render_stream
-from personalive_core.session import Settings
 from personalive_core.video_io import to_uint8
 
-from .common import CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, load_networks
+from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
+                     keyframe_inputs, load_networks, stream_settings)
 from .face_crop import FaceCrops, PersonaLiveCrop
 from .host_models import check_vae, unscale, vae_decode
 
@@ -155,11 +154,7 @@ class PersonaLiveRenderVideo(io.ComfyNode):
                                tooltip="Paste-back: width of the mask's soft edge as a fraction of the crop radius."),
                 io.Int.Input("max_frames", default=0, min=0, max=10_000_000,
                              tooltip="Render only the first N driving frames (0 = all)."),
-                io.Float.Input("keyframe_threshold", default=17.0, min=0.0, max=1000.0, step=0.5,
-                               tooltip="Historical keyframes: a finished frame whose motion is farther than this "
-                                       "from every stored keyframe becomes an extra reference. Official: 17."),
-                io.Int.Input("max_keyframes", default=3, min=0, max=16,
-                             tooltip="At most this many historical keyframes (0 = off). Official: 3."),
+                *keyframe_inputs(),
                 io.String.Input("filename_prefix", default="PersonaLive/render",
                                 tooltip="Where the mp4 goes, relative to ComfyUI's output folder."),
                 PersonaLiveCrop.Input("reference_crop", optional=True,
@@ -179,9 +174,7 @@ class PersonaLiveRenderVideo(io.ComfyNode):
     def execute(cls, model, reference, vae, video, seed, crop="center", paste_into="none",
                 crop_scale=DEFAULT_SCALE, feather=0.2, max_frames=0, keyframe_threshold=17.0, max_keyframes=3,
                 filename_prefix="PersonaLive/render", reference_crop=None, reference_image=None) -> io.NodeOutput:
-        if not isinstance(reference, EncodedReference):
-            raise ValueError(f"reference: expected the output of 'PersonaLive Encode Reference', "
-                             f"got {type(reference).__name__}")
+        expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
         check_compatible(model, reference)
         check_vae(vae)
         if crop not in DRIVING_CROPS:
@@ -207,7 +200,7 @@ class PersonaLiveRenderVideo(io.ComfyNode):
         scratch = tempfile.mkdtemp(prefix="personalive-", dir=folder_paths.get_temp_directory())
         try:
             return cls._render(model, reference, vae, video, seed, size, reframer, max_frames,
-                               Settings(keyframes=KeyframeSettings(keyframe_threshold, max_keyframes)),
+                               stream_settings(keyframe_threshold, max_keyframes),
                                filename_prefix, scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -6,22 +6,16 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
-from personalive_core.history import KeyframeSettings
 from personalive_core.hybrid_motion import WARMUP
 from personalive_core.render import chunks_needed
-from personalive_core.session import Settings, StreamingSession
+from personalive_core.session import StreamingSession
 from personalive_core.window import CHUNK
 
 from .common import (CATEGORY, EncodedReference, MotionBundle, PersonaLiveModel, PersonaLiveMotion,
-                     PersonaLiveReference, check_compatible, load_networks)
+                     PersonaLiveReference, check_compatible, expect, keyframe_inputs, load_networks, stream_settings)
 from .host_models import check_vae, unscale, vae_decode
 
 PREVIEW_SIZE = 512
-
-
-def _expect(value, cls, name, source):
-    if not isinstance(value, cls):
-        raise ValueError(f"{name}: expected the output of '{source}', got {type(value).__name__}")
 
 
 class PersonaLiveStreamSampler(io.ComfyNode):
@@ -42,12 +36,7 @@ class PersonaLiveStreamSampler(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The SD 1.x VAE (sd-vae-ft-mse) that decodes each finished chunk."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the noise stream (one CPU generator, as the core CLI)."),
-                io.Float.Input("keyframe_threshold", default=17.0, min=0.0, max=1000.0, step=0.5,
-                               tooltip="Historical keyframes: a finished frame whose motion is farther than this "
-                                       "(L2 over its motion tokens) from every stored keyframe becomes an extra "
-                                       "reference. Official: 17."),
-                io.Int.Input("max_keyframes", default=3, min=0, max=16, step=1,
-                             tooltip="At most this many historical keyframes (0 = off). Official: 3."),
+                *keyframe_inputs(),
                 io.Boolean.Input("keep_warmup", default=False,
                                  tooltip="Also output the 12 warm-up frames (the reference easing into the first "
                                          "driving pose) before the driven frames, as the official live demo shows "
@@ -64,15 +53,15 @@ class PersonaLiveStreamSampler(io.ComfyNode):
     @torch.no_grad()
     def execute(cls, model, reference, motion, vae, seed, keyframe_threshold=17.0, max_keyframes=3,
                 keep_warmup=False) -> io.NodeOutput:
-        _expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
-        _expect(motion, MotionBundle, "motion", "PersonaLive Extract Motion")
+        expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
+        expect(motion, MotionBundle, "motion", "PersonaLive Extract Motion")
         check_compatible(model, reference, motion)
         check_vae(vae)
         if len(motion.chunks) != chunks_needed(motion.frames):
             raise ValueError(f"motion: {len(motion.chunks)} chunks for {motion.frames} frames, expected "
                              f"{chunks_needed(motion.frames)}; re-run 'PersonaLive Extract Motion'")
         size = reference.size
-        settings = Settings(keyframes=KeyframeSettings(threshold=keyframe_threshold, max_keyframes=max_keyframes))
+        settings = stream_settings(keyframe_threshold, max_keyframes)
         m = load_networks(model, size)
         session = StreamingSession(m, reference.reference, seed, settings)
 

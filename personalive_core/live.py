@@ -21,10 +21,12 @@ from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .hybrid_motion import WARMUP
 from .render import to_model_frames
 from .session import Settings, StreamingSession
+from .video_io import square
 from .window import CHUNK
 
 MIN_SIDE, MAX_SIDE = 64, 4096  # accepted camera frame sides (pixels)
@@ -55,21 +57,15 @@ class LiveTarget:
 
 
 def square_frame(image, size):
-    """uint8 (H, W, 3) camera frame → the centred square, resized to size × size (uint8)."""
-    import cv2
+    """uint8 (H, W, 3) camera frame → the centred square at size × size, prepared as `render` prepares
+    driving frames (`video_io.square`)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise LiveError("bad_frame", f"expected an RGB image, got an array of shape {image.shape} ({image.dtype})")
     h, w = image.shape[:2]
     if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
         raise LiveError("bad_size", f"frame of {w}×{h} pixels: each side must be between {MIN_SIDE} and "
                                     f"{MAX_SIDE}; send camera frames such as 640×480")
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    square = image[top:top + side, left:left + side]
-    if side == size:
-        return np.ascontiguousarray(square)
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(square, (size, size), interpolation=interpolation)
+    return np.asarray(square(Image.fromarray(image), size))
 
 
 class LiveStream:
@@ -226,12 +222,15 @@ class LiveEngine:
             stream.closed = True
             self.streams.pop(stream.id, None)
 
-    def submit(self, stream, image, frame_id):
+    def _target_of(self, stream):
         target = self.target(stream.target_name)
         if target is None:
             raise LiveError("no_reference", f"live node {stream.target_name!r} has no reference any more; "
                                             "queue the workflow again")
-        stream.submit(square_frame(image, target.size), frame_id)
+        return target
+
+    def submit(self, stream, image, frame_id):
+        stream.submit(square_frame(image, self._target_of(stream).size), frame_id)
         self.wake.set()
 
     def stats(self):
@@ -280,10 +279,7 @@ class LiveEngine:
                     continue
                 stream.state = "running"
                 try:
-                    target = self.target(stream.target_name)
-                    if target is None:
-                        raise LiveError("no_reference", f"live node {stream.target_name!r} has no reference any "
-                                                        "more; queue the workflow again")
+                    target = self._target_of(stream)
                     with torch.inference_mode():  # as a host runs its prompts: their tensors mix with ours
                         stream.step(target)
                 except Exception as e:  # one stream's failure must not stop the others

@@ -12,6 +12,7 @@ embedding of a full-size CLIP ViT-L/14 image encoder, and a full-size SD VAE —
 CLIP-vision and VAE loaders accept only the standard architectures. They are written once (about
 1 GB, ~15 s) into $PERSONALIVE_TEST_CACHE (default ~/.cache/personalive-tests) and reused.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -193,21 +194,27 @@ class Server:
                 self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("comfy"))
+@contextlib.contextmanager
+def running_host(base, env=None):
+    """A ComfyUI server in `base` with this extension, the test weights and the test media."""
     for sub in ("custom_nodes", "input", "output", "user", "models"):
         os.makedirs(os.path.join(base, sub), exist_ok=True)
     os.symlink(REPO, os.path.join(base, "custom_nodes", "comfyui-personalive"))
     weights = comfy_weights()
     install_models(weights, os.path.join(base, "models"))
     ref, drv = make_media(os.path.join(base, "input"))
-    server = Server(base, free_port())
+    server = Server(base, free_port(), env)
     try:
         server.weights, server.reference, server.driving = weights, ref, drv
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    with running_host(str(tmp_path_factory.mktemp("comfy"))) as server:
+        yield server
 
 
 def prepare(prompt, reference="reference.png", driving="driving.mp4", size=SIZE):

@@ -9,13 +9,13 @@ tests/artifacts/).
 import asyncio
 import json
 import os
-import struct
 import urllib.request
 
 import numpy as np
 import pytest
 
-from test_comfy_host import COMFY, REPO, Server, comfy_weights, free_port, install_models, make_media, prepare
+from test_comfy_host import COMFY, REPO, prepare, running_host
+from test_live_server import stream_frames
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = os.environ.get("PERSONALIVE_TEST_ARTIFACTS", os.path.join(REPO, "tests", "artifacts"))
@@ -30,18 +30,9 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("comfy_live"))
-    for sub in ("custom_nodes", "input", "output", "user", "models"):
-        os.makedirs(os.path.join(base, sub), exist_ok=True)
-    os.symlink(REPO, os.path.join(base, "custom_nodes", "comfyui-personalive"))
-    install_models(comfy_weights(), os.path.join(base, "models"))
-    make_media(os.path.join(base, "input"))
     # one torch thread: the browser shares the cores, and oversubscribed OpenMP threads spin-wait
-    server = Server(base, free_port(), env={"OMP_NUM_THREADS": "1"})
-    try:
+    with running_host(str(tmp_path_factory.mktemp("comfy_live")), env={"OMP_NUM_THREADS": "1"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def queue_live(host):
@@ -61,30 +52,15 @@ def camera_frames(n, w=160, h=120):
 
 
 async def live_client(url, node, frames, want):
-    """One websocket session: start on `node`, send frames paced one chunk ahead, collect `want` frames."""
+    """One websocket session on `node`: ([(frame id, server latency, image)] of the first `want` generated
+    frames, None), or ([], the error) when the start is refused."""
     import aiohttp
-    import cv2
-    got, errors = [], []
-    async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(url) as ws:
-            await ws.send_json({"type": "start", "target": node})
-            sent = 0
-            while len(got) < want:
-                if sent < len(got) + 4:
-                    for _ in range(4):
-                        jpeg = cv2.imencode(".jpg", frames[sent % len(frames)][..., ::-1])[1].tobytes()
-                        await ws.send_bytes(struct.pack(">I", sent) + jpeg)
-                        sent += 1
-                msg = await asyncio.wait_for(ws.receive(), 120)
-                if msg.type == aiohttp.WSMsgType.BINARY:
-                    got.append(struct.unpack(">If", msg.data[:8]))
-                elif msg.type == aiohttp.WSMsgType.TEXT:
-                    if msg.json()["type"] == "error":
-                        errors.append(msg.json())
-                        break
-                else:
-                    break
-    return got, errors
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.send_json({"type": "start", "target": node})
+        reply = (await asyncio.wait_for(ws.receive(), 120)).json()
+        if reply["type"] == "error":
+            return [], reply
+        return await stream_frames(ws, frames, want), None
 
 
 def test_live_over_websocket_two_sessions(host):
@@ -94,15 +70,15 @@ def test_live_over_websocket_two_sessions(host):
 
     async def both():
         return await asyncio.gather(live_client(url, node, frames, 20), live_client(url, node, frames, 20))
-    for got, errors in asyncio.run(both()):
-        assert not errors, errors
-        ids = [i for i, _ in got]
+    for got, error in asyncio.run(both()):
+        assert error is None, error
+        ids = [i for i, _, _ in got]
         assert ids[:12] == [0xFFFFFFFF] * 12 and ids[12:20] == list(range(8))
     status = host.get("/personalive/status")
     assert node in status["targets"]
     # a node that was never queued: a clear error, and the server goes on
-    got, errors = asyncio.run(live_client(url, "999", frames, 1))
-    assert errors and errors[0]["code"] == "no_reference" and "queue the workflow" in errors[0]["message"]
+    got, error = asyncio.run(live_client(url, "999", frames, 1))
+    assert not got and error["code"] == "no_reference" and "queue the workflow" in error["message"]
 
 
 def write_y4m(path, frames, fps=30):
