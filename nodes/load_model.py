@@ -10,7 +10,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from personalive_core.models import PERSONALIVE_FILES, build_personalive_networks
-from personalive_core.speed import linear_through_onednn
+from personalive_core.speed import default_speed_options, linear_through_onednn, to_channels_last
 from personalive_core.weights import WeightsError, find_weights
 
 from .common import (CATEGORY, MODEL_FOLDER, TOP_LEVEL, ModelInfo, PersonaLiveModel, PersonaLiveNetworks,
@@ -73,15 +73,21 @@ def _key(files, dtype):
     return h.hexdigest()[:16]
 
 
-def build_networks(files, dtype, label=""):
-    """The core's strict loaders (every key and shape must match), then one cast."""
+def build_networks(files, dtype, label="", device=None):
+    """The core's strict loaders (every key and shape must match), then one cast. For a CPU load
+    device, the core's CPU defaults (speed.default_speed_options): channels-last and, in float32,
+    oneDNN linear layers; the host's own process settings (memory reuse) are left alone."""
     try:
         networks = build_personalive_networks(files)
     except WeightsError as e:
         raise WeightsError(f"PersonaLive weights {label!r}: {e} Expected the six files of {SOURCE}.") from e
+    fast = default_speed_options(device or "cpu", dtype)
     for m in networks.values():
         torch.nn.Module.to(m, dtype=dtype).eval().requires_grad_(False)
-        linear_through_onednn(m)  # CPU float32 only (about 2x on AMD CPUs); plain nn.Linear once moved to a GPU
+        if fast["onednn_linear"]:
+            linear_through_onednn(m)  # plain nn.Linear again if ever moved to a GPU
+        if fast["channels_last"]:
+            to_channels_last(m)
     return PersonaLiveNetworks(**networks, info=ModelInfo(label, dict(files), dtype, _key(files, dtype)))
 
 
@@ -123,7 +129,7 @@ class PersonaLiveLoadModel(io.ComfyNode):
         files = resolve_files(weights)
         device = mm.get_torch_device()
         dtype = pick_dtype(precision, device)
-        networks = build_networks(files, dtype, weights)
+        networks = build_networks(files, dtype, weights, device)
         patcher = comfy.model_patcher.ModelPatcher(networks, load_device=device,
                                                    offload_device=mm.unet_offload_device())
         return io.NodeOutput(patcher)

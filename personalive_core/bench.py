@@ -126,9 +126,10 @@ def pick_decoder(args, models, log):
 
 
 def main(args, log):
-    from .cli import pick_device, pick_dtype
+    from .cli import pick_device, pick_dtype, resolve_speed_arguments
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
+    resolve_speed_arguments(args, device, dtype)
     if args.weights:
         from .models import load_models
         models = load_models(args.weights, device, dtype)
@@ -144,6 +145,7 @@ def main(args, log):
     result.update(size=args.size, chunks=args.chunks, device=str(device), dtype=str(dtype).split(".")[-1],
                   weights=args.weights or f"random-{args.random_weights}", vae=args.vae, decoder=decoder_name,
                   channels_last=args.channels_last, onednn_linear=args.onednn_linear,
+                  reuse_memory=args.reuse_memory,
                   compile=compile_label(device) if args.compile else None,
                   cache_reference_kv=not args.no_cache_kv, threads=threads)
     compiled = f" | compile {result['compile_ms'] / 1e3:.1f} s" if result["compile_ms"] is not None else ""

@@ -1,4 +1,5 @@
-"""`python -m personalive_core`: render, bench, bench-memory, check-weights, make-random-weights, convert."""
+"""`python -m personalive_core`: render, bench, bench-memory, precision, check-weights, make-random-weights,
+convert."""
 import argparse
 import os
 import sys
@@ -111,6 +112,7 @@ def cmd_render(a):
         raise InputError(f"--feather {a.feather}: use a value in (0, 1] (default 0.2)")
     device = pick_device(a.device)
     dtype = pick_dtype(a.dtype, device)
+    resolve_speed_arguments(a, device, dtype)
     reframer = Reframer(a.size, a.crop, paste_into, scale=a.crop_scale, feather=a.feather, log=log)
     ref = reframer.reference(load_image(a.reference))
     source = DrivingSource(a.driving)
@@ -184,13 +186,31 @@ def cmd_bench(a):
 
 
 def add_speed_arguments(p):
-    p.add_argument("--channels-last", action="store_true", help="models in channels-last memory format")
-    p.add_argument("--onednn-linear", action="store_true",
+    on = "default: on for the CPU, off for a GPU"
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"models in channels-last memory format ({on})")
+    p.add_argument("--onednn-linear", action=argparse.BooleanOptionalAction, default=None,
                    help="CPU float32: compute the linear layers with oneDNN instead of the BLAS (about 2x "
-                        "faster on AMD CPUs, where MKL's sgemm takes a slow path)")
+                        "faster on AMD CPUs, where MKL's sgemm takes a slow path; default: on for CPU float32)")
+    p.add_argument("--reuse-memory", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"CPU, Linux: keep freed memory for the next layers instead of returning it to the "
+                        f"system, which re-zeroes it at every allocation ({on})")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the denoising UNet (static shapes; CUDA graphs on a GPU); the first "
                         "chunk and each new historical keyframe compile, which takes minutes")
+
+
+def resolve_speed_arguments(a, device, dtype):
+    """Fill the switches left unset with their defaults for `device`/`dtype`; reuse freed memory
+    now (a process setting, best before the weights load)."""
+    from .speed import default_speed_options, reuse_freed_memory
+    for name, value in default_speed_options(device, dtype).items():
+        if getattr(a, name) is None:
+            setattr(a, name, value)
+    if a.reuse_memory:
+        a.reuse_memory = reuse_freed_memory()
+        if not a.reuse_memory:
+            log("note: --reuse-memory needs glibc (Linux); left off")
 
 
 def parser():
@@ -254,6 +274,8 @@ def parser():
     b.set_defaults(fn=cmd_bench)
     from .bench_memory import add_parser as add_bench_memory
     add_bench_memory(sub)
+    from .precision import add_parser as add_precision
+    add_precision(sub)
     return p
 
 

@@ -169,4 +169,9 @@ def test_bench_decoder_choice(tiny_weights, tmp_path, capsys):
     assert main(base + ["--random-weights", "tiny"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["vae"] == "full" and result["decoder"] == "sd-vae (AutoencoderKL)"
-    assert result["channels_last"] is False and result["compile"] is None
+    assert result["compile"] is None
+    # the CPU defaults (float32): every option but compile on
+    assert result["channels_last"] is result["onednn_linear"] is result["reuse_memory"] is True
+    assert main(base + ["--random-weights", "tiny", "--no-channels-last", "--no-onednn-linear", "--dtype", "bf16"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["channels_last"] is result["onednn_linear"] is False and result["dtype"] == "bfloat16"

@@ -7,6 +7,7 @@ tiny image encoder and VAE (same methods as `comfy.clip_vision.ClipVisionModel.e
 `render_stream` on the same tiny weights. tests/test_comfy_host.py runs the real host loaders.
 """
 import asyncio
+import copy
 import importlib.util
 import json
 import os
@@ -136,6 +137,19 @@ def run_graph(N, model, clip, vae, ref_u8, driving, size=SIZE, seed=0, resize="s
     return reference, motion, preview, images, latent
 
 
+def as_loaded(tiny_models):
+    """A copy of the core models whose five PersonaLive networks are prepared as the loader node prepares
+    them for a CPU (channels-last, oneDNN linear layers): the same kernels, so node and core agree to float32
+    rounding (the tiny models amplify any other kernel's rounding to O(0.1); that the options keep the
+    frames is tested on damped models in test_speed.py)."""
+    from personalive_core.speed import linear_through_onednn, to_channels_last
+    models = copy.deepcopy(tiny_models)
+    for net in (models.denoising_unet, models.reference_unet, models.pose_guider, models.motion_encoder,
+                models.motion_extractor):
+        to_channels_last(linear_through_onednn(net))
+    return models
+
+
 def core_render(tiny_models, ref_u8, driving, size=SIZE, seed=0, keep_warmup=False, threshold=17.0):
     from PIL import Image
     from personalive_core.history import KeyframeSettings
@@ -144,6 +158,7 @@ def core_render(tiny_models, ref_u8, driving, size=SIZE, seed=0, keep_warmup=Fal
     from personalive_core.session import Settings
     from personalive_core.video_io import square
     frames = [np.asarray(square(Image.fromarray(f), size)) for f in driving]
+    tiny_models = as_loaded(tiny_models)
     with torch.no_grad():
         reference = encode_reference(tiny_models, Image.fromarray(ref_u8), size)
         settings = Settings(keyframes=KeyframeSettings(threshold=threshold))

@@ -3,11 +3,14 @@
 The tiny random models are chaotic: their motion modules attend almost one-hot to the motion
 tokens and, at 64 px, the deepest GroupNorms see 2 values per group, so a 1e-6 change of the UNet
 input moves the output by O(1). Rounding-level differences (another conv kernel for
-channels-last, fused kernels when compiled) are therefore compared on a damped copy (motion
-cross-attention keys/values × 0.02) at 128 px, where that gain is a few units (asserted below).
+channels-last, fused kernels when compiled) are therefore compared on a damped copy (conftest's
+`damped`) at 128 px, where that gain is a few units (asserted below).
 Tolerance: 1e-4 on frames in [0, 1] (a 40th of one 8-bit level).
 """
 import copy
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,16 +24,7 @@ from personalive_core.taesd import decode as taesd_decode, random_taesd
 
 SIZE = 128
 TOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def damped(tiny_models):
-    models = copy.deepcopy(tiny_models)
-    with torch.no_grad():
-        for name, p in models.denoising_unet.named_parameters():
-            if ".motion_modules." in name and name.endswith(("to_k.weight", "to_v.weight")):
-                p.mul_(0.02)
-    return models
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -137,3 +131,37 @@ def test_compile_gives_the_same_frames(damped, reference_image, plain):
     """Real compilation (inductor, the CPU mode), kept to one chunk."""
     m = speed.apply_speed_options(copy.deepcopy(damped), compile=True)
     assert (stream(m, reference_image, 1) - plain[:4]).abs().max() < TOL
+
+
+def test_default_speed_options():
+    assert speed.default_speed_options("cpu", torch.float32) == {
+        "channels_last": True, "onednn_linear": True, "reuse_memory": True}
+    assert speed.default_speed_options("cpu", torch.bfloat16)["onednn_linear"] is False
+    assert not any(speed.default_speed_options("cuda", torch.float16).values())
+
+
+FAULTS = """
+import resource, sys, torch
+from personalive_core import speed
+if sys.argv[1] == "reuse":
+    assert speed.reuse_freed_memory()
+def faults_of_a_fresh_block():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(25_000_000).fill_(1.0)  # 100 MB, freed at once
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults = [faults_of_a_fresh_block() for _ in range(30)]
+print(sum(faults[20:]))  # the heap takes a few blocks to settle (alignment splits), then reuses
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_reuse_freed_memory_stops_refaulting_large_blocks():
+    """Each process its own allocator: by default a freed 100 MB block is unmapped, so the next one
+    is page-faulted again (~25 000 faults of 4 kB, every time); with reuse it comes back from the heap
+    (measured: from the 3rd to 7th block on, none)."""
+    def faults(mode):
+        run = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True,
+                             cwd=ROOT, check=True)
+        return int(run.stdout.split()[-1])
+    plain, reused = faults("plain"), faults("reuse")
+    assert plain > 10 * 20_000 and reused < plain / 20, (plain, reused)
