@@ -99,6 +99,11 @@ def _side(spec, args):
 def main(args, log):
     from PIL import Image
     from .bench import synthetic_frames
+    from .video_io import InputError
+    if args.size % 64 or args.size <= 0:
+        raise InputError(f"--size {args.size}: must be a positive multiple of 64 (e.g. 256 or 512)")
+    if args.chunks < 1:
+        raise InputError(f"--chunks {args.chunks}: must be at least 1")
     test_spec = args.test or ("cuda:fp16" if torch.cuda.is_available() else "cpu:bf16")
     base, test = _side(args.base, args), _side(test_spec, args)
     image = Image.fromarray(next(synthetic_frames(1, args.size)))

@@ -61,3 +61,5 @@ def test_cli_same_precision_is_identical(capsys):
 def test_cli_bad_side(capsys):
     assert main(["precision", "--random-weights", "tiny", "--test", "gpu:fp16"]) == 2
     assert "'gpu:fp16': expected DEVICE:DTYPE" in capsys.readouterr().err
+    assert main(["precision", "--random-weights", "tiny", "--size", "100"]) == 2
+    assert "--size 100: must be a positive multiple of 64" in capsys.readouterr().err
