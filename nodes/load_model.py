@@ -10,7 +10,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from personalive_core.models import PERSONALIVE_FILES, build_personalive_networks
-from personalive_core.speed import default_speed_options, linear_through_onednn, to_channels_last
+from personalive_core.speed import apply_default_options
 from personalive_core.weights import WeightsError, find_weights
 
 from .common import (CATEGORY, MODEL_FOLDER, TOP_LEVEL, ModelInfo, PersonaLiveModel, PersonaLiveNetworks,
@@ -74,20 +74,16 @@ def _key(files, dtype):
 
 
 def build_networks(files, dtype, label="", device=None):
-    """The core's strict loaders (every key and shape must match), then one cast. For a CPU load
-    device, the core's CPU defaults (speed.default_speed_options): channels-last and, in float32,
-    oneDNN linear layers; the host's own process settings (memory reuse) are left alone."""
+    """The core's strict loaders (every key and shape must match), then one cast and the core's
+    per-module defaults for the load device (speed.apply_default_options: on a CPU channels-last and,
+    in float32, oneDNN linear layers); the host's process settings (memory reuse) are left alone."""
     try:
         networks = build_personalive_networks(files)
     except WeightsError as e:
         raise WeightsError(f"PersonaLive weights {label!r}: {e} Expected the six files of {SOURCE}.") from e
-    fast = default_speed_options(device or "cpu", dtype)
     for m in networks.values():
         torch.nn.Module.to(m, dtype=dtype).eval().requires_grad_(False)
-        if fast["onednn_linear"]:
-            linear_through_onednn(m)  # plain nn.Linear again if ever moved to a GPU
-        if fast["channels_last"]:
-            to_channels_last(m)
+        apply_default_options(m, device or "cpu", dtype)
     return PersonaLiveNetworks(**networks, info=ModelInfo(label, dict(files), dtype, _key(files, dtype)))
 
 

@@ -126,16 +126,11 @@ def pick_decoder(args, models, log):
 
 
 def main(args, log):
-    from .cli import pick_device, pick_dtype, resolve_speed_arguments
+    from .cli import load_weights_source, pick_device, pick_dtype, resolve_speed_arguments
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
     resolve_speed_arguments(args, device, dtype)
-    if args.weights:
-        from .models import load_models
-        models = load_models(args.weights, device, dtype)
-    else:
-        from .random_weights import random_models
-        models = random_models(args.random_weights).to(device, dtype)
+    models = load_weights_source(args, device, dtype)
     decoder, decoder_name = pick_decoder(args, models, log)
     apply_speed_options(models, channels_last=args.channels_last, compile=args.compile, extra=[decoder],
                         onednn=args.onednn_linear)

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from .cli import check_size
 from .video_io import InputError
 
 
@@ -92,8 +93,7 @@ def parse_hw(text, size):
 
 
 def main(a, log):
-    if a.size % 64:
-        raise InputError(f"--size {a.size}: must be a multiple of 64")
+    check_size(a.size)
     if not a.frames or any(n <= 0 for n in a.frames):
         raise InputError(f"--frames {a.frames}: give one or more positive lengths")
     hw = parse_hw(a.driving_size, a.size)

@@ -34,6 +34,27 @@ def pick_dtype(name, device):
     return DTYPES[name]
 
 
+def check_size(size):
+    if size <= 0 or size % 64:
+        raise InputError(f"--size {size}: must be a positive multiple of 64 (e.g. 256 or 512)")
+
+
+def add_weights_source(p):
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--weights", help="folder in the official layout")
+    src.add_argument("--random-weights", choices=["tiny", "full"], default="full",
+                     help="random weights built in memory (default: full, the published sizes)")
+
+
+def load_weights_source(args, device, dtype):
+    """PersonaLiveModels from `--weights` or `--random-weights` (add_weights_source), on device/dtype."""
+    if args.weights:
+        from .models import load_models
+        return load_models(args.weights, device, dtype)
+    from .random_weights import random_models
+    return random_models(args.random_weights).to(device, dtype)
+
+
 def limited(source, limit):
     for i, frame in enumerate(source):
         if limit is not None and i >= limit:
@@ -99,8 +120,7 @@ def cmd_render(a):
     from .reference import encode_reference
     from .render import chunks_needed, render_stream
     from .session import WARMUP, Settings
-    if a.size % 64:
-        raise InputError(f"--size {a.size}: must be a multiple of 64 (e.g. 256 or 512)")
+    check_size(a.size)
     if a.frames is not None and a.frames <= 0:
         raise InputError(f"--frames {a.frames}: must be positive")
     paste_into = a.paste_into or ("reference" if a.paste_back else "none")
@@ -257,10 +277,7 @@ def parser():
     v.add_argument("weights")
     v.set_defaults(fn=cmd_convert)
     b = sub.add_parser("bench", help="measure streaming speed and memory")
-    src = b.add_mutually_exclusive_group()
-    src.add_argument("--weights", help="folder in the official layout")
-    src.add_argument("--random-weights", choices=["tiny", "full"], default="full",
-                     help="random weights built in memory (default: full, the published sizes)")
+    add_weights_source(b)
     b.add_argument("--size", type=int, default=512)
     b.add_argument("--chunks", type=int, default=32, help="timed chunks, after --warmup")
     b.add_argument("--warmup", type=int, default=3)

@@ -75,8 +75,9 @@ def _mean(values):
 
 def _side(spec, args):
     """'cpu:fp32' → PersonaLiveModels on that device and dtype, with that device's speed defaults."""
-    from .cli import DTYPES, pick_device, pick_dtype
-    from .speed import apply_speed_options, default_speed_options, reuse_freed_memory
+    from argparse import Namespace
+    from .cli import DTYPES, load_weights_source, pick_device, pick_dtype, resolve_speed_arguments
+    from .speed import apply_speed_options
     from .video_io import InputError
     device, _, dtype = spec.partition(":")
     if device not in ("cpu", "cuda") or dtype not in DTYPES:
@@ -84,24 +85,18 @@ def _side(spec, args):
                          f"{', '.join(DTYPES)} (e.g. cuda:fp16)")
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
-    if args.weights:
-        from .models import load_models
-        models = load_models(args.weights, device, dtype)
-    else:
-        from .random_weights import random_models
-        models = random_models(args.random_weights).to(device, dtype)
-    fast = default_speed_options(device, dtype)
-    if fast["reuse_memory"]:
-        reuse_freed_memory()
-    return apply_speed_options(models, channels_last=fast["channels_last"], onednn=fast["onednn_linear"])
+    fast = Namespace(channels_last=None, onednn_linear=None, reuse_memory=None)
+    resolve_speed_arguments(fast, device, dtype)  # this side's defaults; memory reuse before the load
+    models = load_weights_source(args, device, dtype)
+    return apply_speed_options(models, channels_last=fast.channels_last, onednn=fast.onednn_linear)
 
 
 def main(args, log):
     from PIL import Image
     from .bench import synthetic_frames
+    from .cli import check_size
     from .video_io import InputError
-    if args.size % 64 or args.size <= 0:
-        raise InputError(f"--size {args.size}: must be a positive multiple of 64 (e.g. 256 or 512)")
+    check_size(args.size)
     if args.chunks < 1:
         raise InputError(f"--chunks {args.chunks}: must be at least 1")
     test_spec = args.test or ("cuda:fp16" if torch.cuda.is_available() else "cpu:bf16")
@@ -127,11 +122,9 @@ def main(args, log):
 
 
 def add_parser(sub):
+    from .cli import add_weights_source
     p = sub.add_parser("precision", help="one stream in two precisions/devices: PSNR per chunk and drift")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--weights", help="folder in the official layout")
-    src.add_argument("--random-weights", choices=["tiny", "full"], default="full",
-                     help="random weights built in memory (default: full, the published sizes)")
+    add_weights_source(p)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--chunks", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)

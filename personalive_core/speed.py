@@ -150,3 +150,14 @@ def default_speed_options(device, dtype):
     rounding of the plain path). On a GPU none is on by default: none is measured there yet."""
     cpu = torch.device(device).type == "cpu"
     return {"channels_last": cpu, "onednn_linear": cpu and dtype == torch.float32, "reuse_memory": cpu}
+
+
+def apply_default_options(module, device, dtype):
+    """The per-module defaults for `device`/`dtype` (channels-last, oneDNN linear layers) on one
+    module, in place; memory reuse, a process setting, is left to the caller."""
+    fast = default_speed_options(device, dtype)
+    if fast["onednn_linear"]:
+        linear_through_onednn(module)  # plain nn.Linear again if ever moved to a GPU
+    if fast["channels_last"]:
+        to_channels_last(module)
+    return module

@@ -142,11 +142,11 @@ def as_loaded(tiny_models):
     them for a CPU (channels-last, oneDNN linear layers): the same kernels, so node and core agree to float32
     rounding (the tiny models amplify any other kernel's rounding to O(0.1); that the options keep the
     frames is tested on damped models in test_speed.py)."""
-    from personalive_core.speed import linear_through_onednn, to_channels_last
+    from personalive_core.speed import apply_default_options
     models = copy.deepcopy(tiny_models)
     for net in (models.denoising_unet, models.reference_unet, models.pose_guider, models.motion_encoder,
                 models.motion_extractor):
-        to_channels_last(linear_through_onednn(net))
+        apply_default_options(net, "cpu", torch.float32)
     return models
 
 

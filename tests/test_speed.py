@@ -140,6 +140,17 @@ def test_default_speed_options():
     assert not any(speed.default_speed_options("cuda", torch.float16).values())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_apply_default_options_to_one_module(dtype):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(8, 8)).to(dtype)
+    assert speed.apply_default_options(net, "cpu", dtype) is net
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert (type(net[1]) is speed.OneDNNLinear) == (dtype == torch.float32)
+    gpu = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(8, 8))
+    speed.apply_default_options(gpu, "cuda", torch.float16)  # nothing on by default there
+    assert type(gpu[1]) is torch.nn.Linear and not gpu[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
 FAULTS = """
 import resource, sys, torch
 from personalive_core import speed
