@@ -10,10 +10,10 @@ import comfy.model_management as mm
 import folder_paths
 from comfy_api.latest import io
 
-from personalive_core.history import KeyframeSettings
-from personalive_core.models import PERSONALIVE_FILES, PersonaLiveModels
-from personalive_core.preprocess import vae_pixels_from_tensor
-from personalive_core.session import Settings
+from personalive_core.streaming.history import KeyframeSettings
+from personalive_core.models.loader import PERSONALIVE_FILES, PersonaLiveModels
+from personalive_core.models.preprocess import vae_pixels_from_tensor
+from personalive_core.streaming.session import Settings
 
 CATEGORY = "PersonaLive"
 MODEL_FOLDER = "personalive"  # models/personalive/, or any `personalive:` entry of extra_model_paths.yaml

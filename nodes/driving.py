@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from personalive_core.video_io import square
+from personalive_core.media.video_io import square
 
 DEFAULT_FPS = 25.0
 

@@ -4,7 +4,7 @@ import torch
 
 from comfy_api.latest import io
 
-from personalive_core.reference import Reference, record_tokens
+from personalive_core.streaming.reference import Reference, record_tokens
 
 from .common import (CATEGORY, RESIZE_MODES, EncodedReference, PersonaLiveModel, PersonaLiveReference,
                      load_networks, model_info, reference_inputs)

@@ -7,11 +7,11 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
-from personalive_core.hybrid_motion import WARMUP, HybridMotion
-from personalive_core.keypoints import draw_keypoints
-from personalive_core.reference import Reference
-from personalive_core.render import Padding, chunks_needed, to_model_frames
-from personalive_core.window import CHUNK
+from personalive_core.streaming.hybrid_motion import WARMUP, HybridMotion
+from personalive_core.models.keypoints import draw_keypoints
+from personalive_core.streaming.reference import Reference
+from personalive_core.streaming.render import Padding, chunks_needed, to_model_frames
+from personalive_core.streaming.window import CHUNK
 
 from .common import (CATEGORY, RESIZE_MODES, MotionBundle, PersonaLiveModel, PersonaLiveMotion, load_networks,
                      model_info, reference_inputs, to_image)

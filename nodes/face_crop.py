@@ -1,5 +1,5 @@
 """PersonaLive Crop Face / PersonaLive Paste Back: real-world pictures and footage of any size and
-aspect in and out of the model's square (`personalive_core.face_crop`).
+aspect in and out of the model's square (`personalive_core.media.face_crop`).
 
 Crop Face finds the face in every image of a batch (a video's frames: tracked and smoothed), cuts
 the square around it at the generation size and passes on where each crop came from
@@ -15,7 +15,7 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
-from personalive_core import face_crop as fc
+from personalive_core.media import face_crop as fc
 
 from .common import CATEGORY
 

@@ -12,8 +12,8 @@ import torch
 
 import comfy.model_management as mm
 
-from personalive_core.preprocess import CLIP_MEAN, CLIP_SIZE, CLIP_STD, clip_pixels_from_tensor
-from personalive_core.vae import SCALE
+from personalive_core.models.preprocess import CLIP_MEAN, CLIP_SIZE, CLIP_STD, clip_pixels_from_tensor
+from personalive_core.models.vae import SCALE
 
 CLIP_HINT = ("load the sd-image-variations-diffusers image encoder (CLIP ViT-L/14 vision tower with a 768-d "
              "projection, e.g. image_encoder/model.safetensors put in models/clip_vision/) with 'Load CLIP Vision'")

@@ -9,7 +9,7 @@ import torch
 
 from comfy_api.latest import io
 
-from personalive_core.live import LiveEngine, LiveTarget
+from personalive_core.live.engine import LiveEngine, LiveTarget
 
 from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
                      keyframe_inputs, load_networks, stream_settings)
@@ -55,7 +55,7 @@ def make_engine():
     turn = QueueTurn(server.prompt_queue) if server is not None else None
     engine = LiveEngine(max_streams=MAX_SESSIONS, turn=turn)
     if server is not None:
-        from personalive_core.live_server import add_live_routes
+        from personalive_core.live.server import add_live_routes
         add_live_routes(server.routes, engine)
     return engine
 

@@ -9,9 +9,9 @@ import comfy.model_patcher
 import folder_paths
 from comfy_api.latest import io
 
-from personalive_core.models import PERSONALIVE_FILES, build_personalive_networks
-from personalive_core.speed import apply_default_options
-from personalive_core.weights import WeightsError, find_weights
+from personalive_core.models.loader import PERSONALIVE_FILES, build_personalive_networks
+from personalive_core.models.speed import apply_default_options
+from personalive_core.models.weights import WeightsError, find_weights
 
 from .common import (CATEGORY, MODEL_FOLDER, TOP_LEVEL, ModelInfo, PersonaLiveModel, PersonaLiveNetworks,
                      weight_sets)

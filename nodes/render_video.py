@@ -20,11 +20,11 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import InputImpl, io, ui
 
-from personalive_core.cli import Output
-from personalive_core.face_crop import DEFAULT_SCALE
-from personalive_core.footage import Reframer
-from personalive_core.render import chunks_needed, render_stream
-from personalive_core.video_io import to_uint8
+from personalive_core.media.output import Output
+from personalive_core.media.face_crop import DEFAULT_SCALE
+from personalive_core.media.footage import Reframer
+from personalive_core.streaming.render import chunks_needed, render_stream
+from personalive_core.media.video_io import to_uint8
 
 from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
                      keyframe_inputs, load_networks, stream_settings)

@@ -6,10 +6,10 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
-from personalive_core.hybrid_motion import WARMUP
-from personalive_core.render import chunks_needed
-from personalive_core.session import StreamingSession
-from personalive_core.window import CHUNK
+from personalive_core.streaming.hybrid_motion import WARMUP
+from personalive_core.streaming.render import chunks_needed
+from personalive_core.streaming.session import StreamingSession
+from personalive_core.streaming.window import CHUNK
 
 from .common import (CATEGORY, EncodedReference, MotionBundle, PersonaLiveModel, PersonaLiveMotion,
                      PersonaLiveReference, check_compatible, expect, keyframe_inputs, load_networks, stream_settings)

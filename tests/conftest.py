@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from personalive_core.models import load_models
-from personalive_core.random_weights import write_random_weights
+from personalive_core.models.loader import load_models
+from personalive_core.tools.random_weights import write_random_weights
 
 SIZE = 64  # smallest generation size: latents 8×8, four UNet levels
 # tiny models run many small ops: a second thread costs more in synchronisation than it gains

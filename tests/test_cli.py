@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import SIZE, moving_frames
-from personalive_core.cli import main
+from personalive_core.tools.cli import main
 
 
 def write_video(path, frames, fps=12, audio=True):
@@ -120,7 +120,7 @@ def test_bench_prints_json_metrics_last(capsys):
 
 
 def test_render_with_taesd_and_channels_last(tiny_weights, inputs, tmp_path, capsys):
-    from personalive_core.taesd import write_taesd
+    from personalive_core.models.taesd import write_taesd
     taesd = write_taesd(tmp_path / "taesd_decoder.pth")
     full, fast = tmp_path / "full.npy", tmp_path / "fast.npy"
     assert render(tiny_weights, inputs, full, "--driving", str(inputs / "frames")) == 0
@@ -139,7 +139,7 @@ def test_bench_taesd_channels_last_compile(capsys, monkeypatch):
     generation) so the test stays fast — the real compiler is tested in test_speed.py."""
     import json
     import torch
-    from personalive_core import speed
+    from personalive_core.models import speed
     monkeypatch.setattr(speed, "BACKEND", "eager")
     try:
         assert main(["bench", "--random-weights", "tiny", "--size", str(SIZE), "--chunks", "1", "--warmup", "0",
@@ -156,7 +156,7 @@ def test_bench_taesd_channels_last_compile(capsys, monkeypatch):
 
 def test_bench_decoder_choice(tiny_weights, tmp_path, capsys):
     import json
-    from personalive_core.taesd import write_taesd
+    from personalive_core.models.taesd import write_taesd
     base = ["bench", "--size", str(SIZE), "--chunks", "1", "--warmup", "0"]
     assert main(base + ["--random-weights", "tiny", "--vae", "full", "--taesd", "x.pth"]) == 2
     assert "use it with --vae taesd" in capsys.readouterr().err

@@ -45,7 +45,7 @@ pytestmark = pytest.mark.skipif(
 # -- weights -----------------------------------------------------------------------------------------
 def comfy_weights():
     """The cached official-layout folder of the core's `comfy` preset, seed 0 (written on first use)."""
-    from personalive_core.random_weights import write_random_weights
+    from personalive_core.tools.random_weights import write_random_weights
     cache = os.environ.get("PERSONALIVE_TEST_CACHE", os.path.expanduser("~/.cache/personalive-tests"))
     root = os.path.join(cache, WEIGHTS_VERSION)
     if not os.path.isfile(os.path.join(root, "complete")):
@@ -370,8 +370,8 @@ def test_parity_with_core_render(tmp_path):
 
     # where the difference comes from (the PersonaLive networks are the core's own): the host's CLIP vision
     # and VAE encoding the reference, and the host's VAE decoding (the sampler's latents, decoded by both)
-    from personalive_core.models import load_models
-    from personalive_core.reference import encode_reference
+    from personalive_core.models.loader import load_models
+    from personalive_core.streaming.reference import encode_reference
     models = load_models(weights)
     with torch.no_grad():
         expected = encode_reference(models, Image.open(ref_path).convert("RGB"), size)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from personalive_core import face_crop as fc
+from personalive_core.media import face_crop as fc
 
 TOL = 0.08  # centre error allowed, as a fraction of the face size
 DETECTORS = [pytest.param(d, marks=pytest.mark.skipif(d not in fc.available_detectors(),

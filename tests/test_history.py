@@ -1,6 +1,6 @@
 import torch
 
-from personalive_core.history import HistoricalKeyframes, KeyframeSettings
+from personalive_core.streaming.history import HistoricalKeyframes, KeyframeSettings
 
 
 def tokens(v):

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from personalive_core import image_encoder as ie
-from personalive_core.weights import read_state_dict, save_state_dict
+from personalive_core.models import image_encoder as ie
+from personalive_core.models.weights import read_state_dict, save_state_dict
 
 
 def reference_forward(sd, c, x):

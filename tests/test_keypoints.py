@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from personalive_core.keypoints import (Fp32LayerNorm, KeypointTracker, MotionExtractor, draw_keypoints,
+from personalive_core.models.keypoints import (Fp32LayerNorm, KeypointTracker, MotionExtractor, draw_keypoints,
                                         face_boxes, headpose_to_degrees, rotation_matrix)
 
 torch.set_grad_enabled(False)

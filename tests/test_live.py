@@ -5,12 +5,12 @@ import time
 import numpy as np
 import pytest
 
-from personalive_core.hybrid_motion import WARMUP
-from personalive_core.live import LiveEngine, LiveError, LiveStream, LiveTarget, square_frame
-from personalive_core.reference import encode_reference
-from personalive_core.render import render_stream
-from personalive_core.session import decode
-from personalive_core.window import CHUNK
+from personalive_core.streaming.hybrid_motion import WARMUP
+from personalive_core.live.engine import LiveEngine, LiveError, LiveStream, LiveTarget, square_frame
+from personalive_core.streaming.reference import encode_reference
+from personalive_core.streaming.render import render_stream
+from personalive_core.streaming.session import decode
+from personalive_core.streaming.window import CHUNK
 
 from conftest import SIZE, moving_frames
 

@@ -9,10 +9,10 @@ import pytest
 from aiohttp import ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestServer
 
-from personalive_core.live import LiveEngine, LiveTarget
-from personalive_core.live_server import WARMUP_ID, add_live_routes
-from personalive_core.reference import encode_reference
-from personalive_core.session import decode
+from personalive_core.live.engine import LiveEngine, LiveTarget
+from personalive_core.live.server import WARMUP_ID, add_live_routes
+from personalive_core.streaming.reference import encode_reference
+from personalive_core.streaming.session import decode
 
 from conftest import SIZE, moving_frames
 

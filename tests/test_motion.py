@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from personalive_core.motion import (MotEncoder, SpatialTransformer, crop_faces, interpolate_motion,
+from personalive_core.models.motion import (MotEncoder, SpatialTransformer, crop_faces, interpolate_motion,
                                      sincos_2d)
 
 torch.set_grad_enabled(False)

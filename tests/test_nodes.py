@@ -94,7 +94,7 @@ class FakeClipVision:
         self.encoder = encoder
 
     def encode_image(self, image, crop=True):
-        from personalive_core.preprocess import clip_pixels_from_tensor
+        from personalive_core.models.preprocess import clip_pixels_from_tensor
         out = type("Output", (), {})()
         out.image_embeds = self.encoder(clip_pixels_from_tensor(image[0]))
         return out
@@ -142,7 +142,7 @@ def as_loaded(tiny_models):
     them for a CPU (channels-last, oneDNN linear layers): the same kernels, so node and core agree to float32
     rounding (the tiny models amplify any other kernel's rounding to O(0.1); that the options keep the
     frames is tested on damped models in test_speed.py)."""
-    from personalive_core.speed import apply_default_options
+    from personalive_core.models.speed import apply_default_options
     models = copy.deepcopy(tiny_models)
     for net in (models.denoising_unet, models.reference_unet, models.pose_guider, models.motion_encoder,
                 models.motion_extractor):
@@ -152,11 +152,11 @@ def as_loaded(tiny_models):
 
 def core_render(tiny_models, ref_u8, driving, size=SIZE, seed=0, keep_warmup=False, threshold=17.0):
     from PIL import Image
-    from personalive_core.history import KeyframeSettings
-    from personalive_core.reference import encode_reference
-    from personalive_core.render import render_stream
-    from personalive_core.session import Settings
-    from personalive_core.video_io import square
+    from personalive_core.streaming.history import KeyframeSettings
+    from personalive_core.streaming.reference import encode_reference
+    from personalive_core.streaming.render import render_stream
+    from personalive_core.streaming.session import Settings
+    from personalive_core.media.video_io import square
     frames = [np.asarray(square(Image.fromarray(f), size)) for f in driving]
     tiny_models = as_loaded(tiny_models)
     with torch.no_grad():

@@ -94,11 +94,11 @@ class HostVAE:
         self.vae = vae
 
     def encode(self, pixels):
-        from personalive_core.vae import SCALE, encode_mean
+        from personalive_core.models.vae import SCALE, encode_mean
         return encode_mean(self.vae, pixels.movedim(-1, 1) * 2 - 1) / SCALE
 
     def decode(self, latents):
-        from personalive_core.vae import SCALE, decode
+        from personalive_core.models.vae import SCALE, decode
         return decode(self.vae, latents * SCALE)
 
 
@@ -114,7 +114,7 @@ class HostCLIP:
 def stack(ext, tiny_weights, tiny_models, tmp_path_factory):
     """(model, host VAE, reference picture, its crop info, encoded reference crop, driving mp4)."""
     import comfy.model_patcher
-    from personalive_core.models import find_layout
+    from personalive_core.models.loader import find_layout
     files = find_layout(tiny_weights).personalive
     networks = ext.load_model.build_networks(files, torch.float32, "tiny")
     model = comfy.model_patcher.ModelPatcher(networks, load_device=torch.device("cpu"),

@@ -1,4 +1,4 @@
-"""One stream in two precisions: PSNR per chunk, non-finite frames, drift (personalive_core.precision).
+"""One stream in two precisions: PSNR per chunk, non-finite frames, drift (personalive_core.tools.precision).
 
 bfloat16 against float32 on the damped tiny models (conftest), 24 chunks at 64 px. Measured: the
 first (warm-up) chunk 15.6 dB, then 34–42 dB with no trend. Bars: every chunk after the first
@@ -12,8 +12,8 @@ import math
 import torch
 
 from conftest import moving_frames
-from personalive_core import precision
-from personalive_core.cli import main
+from personalive_core.tools import precision
+from personalive_core.tools.cli import main
 
 SIZE = 64
 CHUNKS = 24

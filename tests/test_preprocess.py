@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from personalive_core import preprocess as P
+from personalive_core.models import preprocess as P
 
 
 def clip_norm(rgb01):

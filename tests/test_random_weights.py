@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from conftest import SIZE, moving_frames
-from personalive_core.cli import parser
-from personalive_core.models import PERSONALIVE_FILES, build_personalive_networks, find_layout
-from personalive_core.random_weights import FULL_CLIP, personalive_state_dicts
-from personalive_core.reference import encode_reference, record_tokens
-from personalive_core.render import render_stream
-from personalive_core.weights import WeightsError, read_state_dict, save_state_dict
+from personalive_core.tools.cli import parser
+from personalive_core.models.loader import PERSONALIVE_FILES, build_personalive_networks, find_layout
+from personalive_core.tools.random_weights import FULL_CLIP, personalive_state_dicts
+from personalive_core.streaming.reference import encode_reference, record_tokens
+from personalive_core.streaming.render import render_stream
+from personalive_core.models.weights import WeightsError, read_state_dict, save_state_dict
 
 
 def psnr(a, b):

@@ -1,8 +1,8 @@
 import torch
 
-from personalive_core.random_weights import TINY_UNET
-from personalive_core.reference import ReferenceAttention, record_tokens
-from personalive_core.unet import UNet, UNetConfig
+from personalive_core.tools.random_weights import TINY_UNET
+from personalive_core.streaming.reference import ReferenceAttention, record_tokens
+from personalive_core.models.unet import UNet, UNetConfig
 
 torch.manual_seed(0)
 REF = UNetConfig(**{**TINY_UNET.__dict__, "out_channels": 0, "motion_dim": 0, "temporal_pos_len": 0})

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from conftest import SIZE, moving_frames
-from personalive_core.reference import encode_reference
-from personalive_core.render import Padding, chunks_needed, mirror_index, render_stream
+from personalive_core.streaming.reference import encode_reference
+from personalive_core.streaming.render import Padding, chunks_needed, mirror_index, render_stream
 
 
 def test_mirror_padding_matches_official_offline_padding():

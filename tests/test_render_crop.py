@@ -11,10 +11,10 @@ from PIL import Image
 from conftest import SIZE
 from test_cli import write_video
 from test_face_crop import background, frame_with_face
-from personalive_core import face_crop as fc
-from personalive_core.cli import main
-from personalive_core.footage import Reframer
-from personalive_core.video_io import DrivingSource
+from personalive_core.media import face_crop as fc
+from personalive_core.tools.cli import main
+from personalive_core.media.footage import Reframer
+from personalive_core.media.video_io import DrivingSource
 
 NO_FACE = 3  # the driving frame without a face
 

@@ -1,6 +1,6 @@
 import torch
 
-from personalive_core.scheduler import TIMESTEPS, DistilledDDIM
+from personalive_core.streaming.scheduler import TIMESTEPS, DistilledDDIM
 
 
 def test_schedule_constants():

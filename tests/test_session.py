@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from conftest import SIZE, moving_frames
-from personalive_core.reference import encode_reference
-from personalive_core.render import to_model_frames
-from personalive_core.session import Settings, StreamingSession
+from personalive_core.streaming.reference import encode_reference
+from personalive_core.streaming.render import to_model_frames
+from personalive_core.streaming.session import Settings, StreamingSession
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_noise_contract(tiny_models, reference, monkeypatch):
 
 def test_warmup_latents_are_the_reference_noised_with_the_first_draw(tiny_models, reference):
     """Layout of draw #0: (b, c, f, h, w), frames 0-3 at t=0, 4-7 at 333, 8-11 at 666."""
-    from personalive_core.scheduler import DistilledDDIM
+    from personalive_core.streaming.scheduler import DistilledDDIM
     s = StreamingSession(tiny_models, reference, seed=11)
     h = SIZE // 8
     noise = torch.randn((1, 4, 12, h, h), generator=torch.Generator("cpu").manual_seed(11))

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from conftest import moving_frames
-from personalive_core import speed
-from personalive_core.reference import encode_reference
-from personalive_core.render import to_model_frames
-from personalive_core.session import Settings, StreamingSession, decode
-from personalive_core.taesd import decode as taesd_decode, random_taesd
+from personalive_core.models import speed
+from personalive_core.streaming.reference import encode_reference
+from personalive_core.streaming.render import to_model_frames
+from personalive_core.streaming.session import Settings, StreamingSession, decode
+from personalive_core.models.taesd import decode as taesd_decode, random_taesd
 
 SIZE = 128
 TOL = 1e-4
@@ -153,7 +153,7 @@ def test_apply_default_options_to_one_module(dtype):
 
 FAULTS = """
 import resource, sys, torch
-from personalive_core import speed
+from personalive_core.models import speed
 if sys.argv[1] == "reuse":
     assert speed.reuse_freed_memory()
 def faults_of_a_fresh_block():

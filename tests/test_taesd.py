@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from conftest import SIZE, moving_frames
-from personalive_core import taesd as T
-from personalive_core.session import decode as session_decode
-from personalive_core.weights import WeightsError, read_state_dict, save_state_dict
+from personalive_core.models import taesd as T
+from personalive_core.streaming.session import decode as session_decode
+from personalive_core.models.weights import WeightsError, read_state_dict, save_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +103,8 @@ def test_decode_shape_range_and_determinism(latents):
 
 
 def test_render_stream_with_taesd(tiny_models, reference_image):
-    from personalive_core.reference import encode_reference
-    from personalive_core.render import render_stream
+    from personalive_core.streaming.reference import encode_reference
+    from personalive_core.streaming.render import render_stream
     reference = encode_reference(tiny_models, reference_image, SIZE)
     model = T.random_taesd(seed=0)
 

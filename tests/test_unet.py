@@ -1,7 +1,7 @@
 import torch
 
-from personalive_core.random_weights import TINY_UNET
-from personalive_core.unet import UNet, UNetConfig, timestep_embedding, transformer_blocks
+from personalive_core.tools.random_weights import TINY_UNET
+from personalive_core.models.unet import UNet, UNetConfig, timestep_embedding, transformer_blocks
 
 torch.manual_seed(0)
 

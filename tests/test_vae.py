@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from personalive_core import vae as V
-from personalive_core.weights import read_state_dict, save_state_dict
+from personalive_core.models import vae as V
+from personalive_core.models.weights import read_state_dict, save_state_dict
 
 SD32 = {**V.TINY_CONFIG, "block_out_channels": [32, 32, 32, 32], "norm_num_groups": 32}
 

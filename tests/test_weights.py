@@ -4,10 +4,10 @@ import shutil
 import pytest
 import torch
 
-from personalive_core.checkweights import report
-from personalive_core.models import find_layout, load_models
-from personalive_core.random_weights import convert_to_safetensors
-from personalive_core.weights import WeightsError, read_state_dict, save_state_dict
+from personalive_core.tools.checkweights import report
+from personalive_core.models.loader import find_layout, load_models
+from personalive_core.tools.random_weights import convert_to_safetensors
+from personalive_core.models.weights import WeightsError, read_state_dict, save_state_dict
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_denoiser_state_dict_is_freed_before_the_next_file(tiny_weights, monkeyp
     the full-size float32 set instead of 13.4 GB)."""
     import gc
     import weakref
-    from personalive_core import models
+    from personalive_core.models import loader as models
     real, held, checked = models.read_state_dict, [], []
 
     def read(path):

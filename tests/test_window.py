@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from personalive_core.window import CHUNK, ChunkRing, MicroChunkWindow, window_timesteps
+from personalive_core.streaming.window import CHUNK, ChunkRing, MicroChunkWindow, window_timesteps
 
 
 def chunk(v):

@@ -1,12 +1,12 @@
 """`check-weights`: every expected file, found or missing, with its key coverage."""
-from .image_encoder import load_image_encoder
-from .keypoints import MotionExtractor
-from .models import (OPTIONAL_BUFFERS, PERSONALIVE_FILES, build_denoising_unet, build_reference_unet,
+from ..models.image_encoder import load_image_encoder
+from ..models.keypoints import MotionExtractor
+from ..models.loader import (OPTIONAL_BUFFERS, PERSONALIVE_FILES, build_denoising_unet, build_reference_unet,
                      denoising_state_dict, expected_listing, find_layout)
-from .motion import MotEncoder
-from .pose_guider import PoseGuider
-from .vae import load_vae
-from .weights import WeightsError, coverage, read_state_dict
+from ..models.motion import MotEncoder
+from ..models.pose_guider import PoseGuider
+from ..models.vae import load_vae
+from ..models.weights import WeightsError, coverage, read_state_dict
 
 SIMPLE = {"pose_guider": PoseGuider, "motion_encoder": MotEncoder, "motion_extractor": MotionExtractor}
 

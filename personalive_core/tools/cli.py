@@ -1,125 +1,21 @@
 """`python -m personalive_core`: render, bench, bench-memory, precision, check-weights, make-random-weights,
 convert."""
 import argparse
-import os
-import sys
 import time
 
-import numpy as np
-import torch
-
-from .video_io import DrivingSource, InputError, VideoWriter, load_image, to_uint8
-from .weights import WeightsError
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def pick_device(name):
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available; use --device cpu")
-    return name
-
-
-def pick_dtype(name, device):
-    if name == "auto":
-        return torch.float16 if device == "cuda" else torch.float32
-    if device == "cpu" and name == "fp16":
-        raise InputError("--dtype fp16 is not supported on the CPU; use fp32 or bf16")
-    return DTYPES[name]
-
-
-def check_size(size):
-    if size <= 0 or size % 64:
-        raise InputError(f"--size {size}: must be a positive multiple of 64 (e.g. 256 or 512)")
-
-
-def add_weights_source(p):
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--weights", help="folder in the official layout")
-    src.add_argument("--random-weights", choices=["tiny", "full"], default="full",
-                     help="random weights built in memory (default: full, the published sizes)")
-
-
-def load_weights_source(args, device, dtype):
-    """PersonaLiveModels from `--weights` or `--random-weights` (add_weights_source), on device/dtype."""
-    if args.weights:
-        from .models import load_models
-        return load_models(args.weights, device, dtype)
-    from .random_weights import random_models
-    return random_models(args.random_weights).to(device, dtype)
-
-
-def limited(source, limit):
-    for i, frame in enumerate(source):
-        if limit is not None and i >= limit:
-            return
-        yield frame
-
-
-class Output:
-    """Writes frames to .mp4, .npy or a PNG folder as they come; a cut-short run keeps what it wrote.
-
-    Frames are float in [0, 1] or uint8, of any size; the first frame fixes the size (later frames of
-    another size are resized to it). H.264 in yuv420p needs even sides: an odd side gets one
-    replicated row or column."""
-
-    def __init__(self, path, fps, audio_from, log=None):
-        self.path, self.fps, self.audio_from, self.log = path, fps, audio_from, log or (lambda msg: None)
-        self.frames, self.writer, self.hw, self.count = [], None, None, 0
-        self.kind = "mp4" if path.lower().endswith((".mp4", ".mov", ".mkv")) else (
-            "npy" if path.lower().endswith(".npy") else "png")
-        if self.kind == "png":
-            os.makedirs(path, exist_ok=True)
-
-    def _fit(self, frame):
-        if self.hw is None:
-            self.hw = frame.shape[:2]
-            if self.kind == "mp4":
-                h, w = self.hw
-                if h % 2 or w % 2:
-                    self.log(f"note: {w}x{h} has an odd side; the video is {w + w % 2}x{h + h % 2} "
-                             "(H.264 4:2:0 needs even sides; the last row/column is repeated)")
-                self.writer = VideoWriter(self.path, self.fps, (h + h % 2, w + w % 2), self.audio_from)
-        elif frame.shape[:2] != self.hw:
-            import cv2
-            frame = cv2.resize(frame, self.hw[::-1], interpolation=cv2.INTER_AREA)
-        return frame
-
-    def write(self, frame):
-        frame = self._fit(frame)
-        if self.kind == "npy":
-            self.frames.append(frame.astype(np.float32) / 255 if frame.dtype == np.uint8 else frame.astype(np.float32))
-        else:
-            u8 = frame if frame.dtype == np.uint8 else to_uint8(frame)
-            if self.kind == "mp4":
-                h, w = self.hw
-                if h % 2 or w % 2:
-                    u8 = np.pad(u8, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-                self.writer.write(u8)
-            else:
-                from PIL import Image
-                Image.fromarray(u8).save(os.path.join(self.path, f"{self.count:06d}.png"))
-        self.count += 1
-
-    def close(self):
-        if self.kind == "npy":
-            np.save(self.path, np.stack(self.frames) if self.frames else np.zeros((0, 0, 0, 3), np.float32))
-        elif self.writer is not None:
-            self.writer.close(self.log)
+from ..errors import InputError, WeightsError
+from ..media.output import Output
+from ..media.video_io import DrivingSource, limited, load_image
+from .options import (DTYPES, add_speed_arguments, add_weights_source, check_size, log, pick_device, pick_dtype,
+                      resolve_speed_arguments)
 
 
 def cmd_render(a):
-    from .footage import Reframer
-    from .models import load_models
-    from .reference import encode_reference
-    from .render import chunks_needed, render_stream
-    from .session import WARMUP, Settings
+    from ..media.footage import Reframer
+    from ..models.loader import load_models
+    from ..streaming.reference import encode_reference
+    from ..streaming.render import chunks_needed, render_stream
+    from ..streaming.session import WARMUP, Settings
     check_size(a.size)
     if a.frames is not None and a.frames <= 0:
         raise InputError(f"--frames {a.frames}: must be positive")
@@ -140,12 +36,12 @@ def cmd_render(a):
     models = load_models(a.weights, device, dtype)
     decoder = taesd = None
     if a.taesd:
-        from .taesd import decoder as taesd_decoder, load_taesd
+        from ..models.taesd import decoder as taesd_decoder, load_taesd
         taesd = load_taesd(a.taesd, device, dtype)
         decoder = taesd_decoder(taesd)
         log(f"decoding with TAESD from {a.taesd} (fast preview, lower quality than the SD VAE)")
     if a.channels_last or a.compile or a.onednn_linear:
-        from .speed import apply_speed_options, compile_label
+        from ..models.speed import apply_speed_options, compile_label
         apply_speed_options(models, channels_last=a.channels_last, compile=a.compile,
                             extra=[taesd] if taesd else [], onednn=a.onednn_linear)
         if a.compile:
@@ -203,34 +99,6 @@ def cmd_bench(a):
         raise InputError("--taesd is a TAESD decoder: use it with --vae taesd (or leave --vae out)")
     a.vae = a.vae or ("taesd" if a.taesd else "full")
     bench_main(a, log)
-
-
-def add_speed_arguments(p):
-    on = "default: on for the CPU, off for a GPU"
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"models in channels-last memory format ({on})")
-    p.add_argument("--onednn-linear", action=argparse.BooleanOptionalAction, default=None,
-                   help="CPU float32: compute the linear layers with oneDNN instead of the BLAS (about 2x "
-                        "faster on AMD CPUs, where MKL's sgemm takes a slow path; default: on for CPU float32)")
-    p.add_argument("--reuse-memory", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"CPU, Linux: keep freed memory for the next layers instead of returning it to the "
-                        f"system, which re-zeroes it at every allocation ({on})")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the denoising UNet (static shapes; CUDA graphs on a GPU); the first "
-                        "chunk and each new historical keyframe compile, which takes minutes")
-
-
-def resolve_speed_arguments(a, device, dtype):
-    """Fill the switches left unset with their defaults for `device`/`dtype`; reuse freed memory
-    now (a process setting, best before the weights load)."""
-    from .speed import default_speed_options, reuse_freed_memory
-    for name, value in default_speed_options(device, dtype).items():
-        if getattr(a, name) is None:
-            setattr(a, name, value)
-    if a.reuse_memory:
-        a.reuse_memory = reuse_freed_memory()
-        if not a.reuse_memory:
-            log("note: --reuse-memory needs glibc (Linux); left off")
 
 
 def parser():

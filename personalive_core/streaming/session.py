@@ -18,11 +18,11 @@ import torch
 
 from .history import HistoricalKeyframes, KeyframeSettings
 from .hybrid_motion import WARMUP, HybridMotion
-from .keypoints import draw_keypoints
+from ..models.keypoints import draw_keypoints
 from .reference import ReferenceAttention
 from .scheduler import DistilledDDIM
-from .taesd import TAESDDecoder, decode as taesd_decode
-from .vae import decode as vae_decode
+from ..models.taesd import TAESDDecoder, decode as taesd_decode
+from ..models.vae import decode as vae_decode
 from .window import CHUNK, MicroChunkWindow, window_timesteps
 
 

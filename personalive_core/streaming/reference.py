@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .unet import transformer_blocks
+from ..models.unet import transformer_blocks
 
 
 @dataclass
@@ -91,8 +91,8 @@ def record_tokens(reference_unet, latents, context):
 @torch.no_grad()
 def encode_reference(models, image, size):
     """Everything the stream needs from a reference portrait (PIL RGB), at generation size `size`."""
-    from .preprocess import clip_pixels, vae_pixels
-    from .vae import encode_mean
+    from ..models.preprocess import clip_pixels, vae_pixels
+    from ..models.vae import encode_mean
     device, dtype = models.device, models.dtype
     context = models.image_encoder(clip_pixels(image).to(device, dtype))[:, None]
     pixels = vae_pixels(image, size, size).to(device, dtype)

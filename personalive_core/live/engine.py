@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .hybrid_motion import WARMUP
-from .render import to_model_frames
-from .session import Settings, StreamingSession
-from .video_io import square
-from .window import CHUNK
+from ..streaming.hybrid_motion import WARMUP
+from ..streaming.render import to_model_frames
+from ..streaming.session import Settings, StreamingSession
+from ..media.video_io import square
+from ..streaming.window import CHUNK
 
 MIN_SIDE, MAX_SIDE = 64, 4096  # accepted camera frame sides (pixels)
 RECENT = 64  # frames over which output fps and latency are reported

@@ -14,13 +14,14 @@ import os
 
 import torch
 
-from . import image_encoder, vae
-from .keypoints import MotionExtractor
-from .models import PERSONALIVE_FILES, find_layout
-from .motion import MotEncoder
-from .pose_guider import PoseGuider
-from .unet import UNet, UNetConfig
-from .weights import random_state_dict, read_state_dict, save_state_dict
+from ..models import image_encoder
+from ..models import vae
+from ..models.keypoints import MotionExtractor
+from ..models.loader import PERSONALIVE_FILES, find_layout
+from ..models.motion import MotEncoder
+from ..models.pose_guider import PoseGuider
+from ..models.unet import UNet, UNetConfig
+from ..models.weights import random_state_dict, read_state_dict, save_state_dict
 
 FULL_UNET = UNetConfig(motion_dim=16, temporal_pos_len=32)
 TINY_UNET = UNetConfig(block_out_channels=(64, 64, 64, 64), layers_per_block=1, cross_attention_dim=16,
@@ -157,8 +158,8 @@ def convert_to_safetensors(root):
 
 def random_models(preset="tiny", seed=0):
     """PersonaLiveModels with random weights built in memory (benchmarks without any files)."""
-    from .image_encoder import CLIPImageEncoder
-    from .models import PersonaLiveModels, _build_from, build_denoising_unet, build_reference_unet
+    from ..models.image_encoder import CLIPImageEncoder
+    from ..models.loader import PersonaLiveModels, _build_from, build_denoising_unet, build_reference_unet
     from diffusers import AutoencoderKL
     p = _preset(preset)
     sds = personalive_state_dicts(preset, seed)

@@ -9,13 +9,11 @@ from fractions import Fraction
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".m4v")
 DEFAULT_FPS = Fraction(25)
-
-
-class InputError(ValueError):
-    """Unusable input: the message names the file or value and says what to do."""
 
 
 def load_image(path):
@@ -87,6 +85,14 @@ class DrivingSource:
         import av
         with av.open(self.path) as c:
             return bool(c.streams.audio)
+
+
+def limited(frames, limit):
+    """The first `limit` frames (all of them for None or 0)."""
+    for i, frame in enumerate(frames):
+        if limit and i >= limit:
+            return
+        yield frame
 
 
 FRAGMENT_SECONDS = 1  # a fragment (moof + mdat) reaches the disk at least this often

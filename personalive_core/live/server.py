@@ -21,7 +21,7 @@ import struct
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from .live import LiveError
+from .engine import LiveError
 
 WARMUP_ID = 0xFFFFFFFF
 MAX_MESSAGE = 8 * 2 ** 20  # bytes per camera frame; aiohttp itself closes the socket past twice this

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from .cli import check_size
-from .video_io import InputError
+from .options import check_size
+from ..errors import InputError
 
 
 def synthetic_frame(i, h, w):

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .reference import encode_reference
-from .render import to_model_frames
-from .session import Settings, StreamingSession, decode
-from .speed import apply_speed_options, compile_label
+from ..streaming.reference import encode_reference
+from ..streaming.render import to_model_frames
+from ..streaming.session import Settings, StreamingSession, decode
+from ..models.speed import apply_speed_options, compile_label
 
 
 def synthetic_frames(n, size):
@@ -107,7 +107,7 @@ def run_bench(models, size=512, chunks=32, warmup=3, settings=None, log=print, d
 
 def pick_decoder(args, models, log):
     """(decoder module, description) for `--vae` / `--taesd`."""
-    from .taesd import load_taesd, random_taesd
+    from ..models.taesd import load_taesd, random_taesd
     if args.vae != "taesd":
         return models.vae, "sd-vae (AutoencoderKL)"
     path = args.taesd
@@ -119,14 +119,14 @@ def pick_decoder(args, models, log):
         log(f"decoding with TAESD from {path}")
         return load_taesd(path, models.device, models.dtype), f"taesd ({path})"
     if args.weights:
-        from .video_io import InputError
+        from ..errors import InputError
         raise InputError("--vae taesd: give --taesd PATH (taesd_decoder.pth or .safetensors, or a "
                          f"taesd/ folder); none found under {args.weights}")
     return random_taesd(0, models.device, models.dtype), "taesd (random weights)"
 
 
 def main(args, log):
-    from .cli import load_weights_source, pick_device, pick_dtype, resolve_speed_arguments
+    from .options import load_weights_source, pick_device, pick_dtype, resolve_speed_arguments
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
     resolve_speed_arguments(args, device, dtype)

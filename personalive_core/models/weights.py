@@ -11,11 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import WeightsError
+
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
-
-
-class WeightsError(ValueError):
-    """A checkpoint is missing, unreadable or does not fit its module."""
 
 
 def read_state_dict(path):

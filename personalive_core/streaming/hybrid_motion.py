@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .keypoints import KeypointTracker, face_boxes
-from .motion import crop_faces, interpolate_motion
+from ..models.keypoints import KeypointTracker, face_boxes
+from ..models.motion import crop_faces, interpolate_motion
 from .window import CHUNK, CHUNKS
 
 KEYPOINT_SIZE = 256  # the motion extractor's input size

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .reference import encode_reference
-from .render import to_model_frames
-from .session import WARMUP, StreamingSession, decode
-from .window import CHUNK
+from ..streaming.reference import encode_reference
+from ..streaming.render import to_model_frames
+from ..streaming.session import WARMUP, StreamingSession, decode
+from ..streaming.window import CHUNK
 
 
 @dataclass
@@ -76,9 +76,9 @@ def _mean(values):
 def _side(spec, args):
     """'cpu:fp32' → PersonaLiveModels on that device and dtype, with that device's speed defaults."""
     from argparse import Namespace
-    from .cli import DTYPES, load_weights_source, pick_device, pick_dtype, resolve_speed_arguments
-    from .speed import apply_speed_options
-    from .video_io import InputError
+    from .options import DTYPES, load_weights_source, pick_device, pick_dtype, resolve_speed_arguments
+    from ..models.speed import apply_speed_options
+    from ..errors import InputError
     device, _, dtype = spec.partition(":")
     if device not in ("cpu", "cuda") or dtype not in DTYPES:
         raise InputError(f"{spec!r}: expected DEVICE:DTYPE with DEVICE cpu or cuda and DTYPE one of "
@@ -94,8 +94,8 @@ def _side(spec, args):
 def main(args, log):
     from PIL import Image
     from .bench import synthetic_frames
-    from .cli import check_size
-    from .video_io import InputError
+    from .options import check_size
+    from ..errors import InputError
     check_size(args.size)
     if args.chunks < 1:
         raise InputError(f"--chunks {args.chunks}: must be at least 1")
@@ -122,7 +122,7 @@ def main(args, log):
 
 
 def add_parser(sub):
-    from .cli import add_weights_source
+    from .options import add_weights_source
     p = sub.add_parser("precision", help="one stream in two precisions/devices: PSNR per chunk and drift")
     add_weights_source(p)
     p.add_argument("--size", type=int, default=256)
@@ -134,5 +134,5 @@ def add_parser(sub):
 
 
 def _log(msg):
-    from .cli import log
+    from .options import log
     log(msg)

@@ -1,0 +1,1 @@
+"""Footage around the stream: reading and writing video and images, face crops, tracking, paste-back."""

@@ -1,0 +1,1 @@
+"""Commands of `python -m personalive_core`: render, bench, precision, weights tools."""
