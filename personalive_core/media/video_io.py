@@ -10,20 +10,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from .images import IMAGE_SUFFIXES, load_image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".m4v")
 DEFAULT_FPS = Fraction(25)
-
-
-def load_image(path):
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise InputError(f"reference image not found: {path}") from None
-    except Exception as e:
-        raise InputError(f"cannot read image {path}: {e}. Use a PNG or JPEG file.") from e
 
 
 def square(image, size):
@@ -77,7 +67,7 @@ class DrivingSource:
         else:
             folder = self.path if self.kind == "images" else ""
             for f in self.files:
-                yield np.asarray(load_image(os.path.join(folder, f)))
+                yield np.asarray(load_image(os.path.join(folder, f), "driving image"))
 
     def has_audio(self):
         if self.kind != "video":
