@@ -163,11 +163,16 @@ class MotionExtractor(nn.Module):
         kp = (info["kp"].reshape(n, -1, 3) @ rot) * info["scale"][..., None]
         return torch.cat([kp[..., :2] + info["t"][:, None, :2], kp[..., 2:]], dim=-1)
 
-    def interpolate_kps_online(self, ref, motion, num_interp=13, t_scale=0.5, s_scale=0):
+    def head_pose(self, info):
+        """Raw head outputs → the pose parameters: pitch/yaw/roll in degrees (N,) each; t, scale, kp as given."""
+        pitch, yaw, roll = self.degrees(info["pitch"], info["yaw"], info["roll"])
+        return dict(info, pitch=pitch, yaw=yaw, roll=roll)
+
+    def posed_online(self, ref, motion, num_interp=13, t_scale=0.5, s_scale=0):
         """First chunk: `num_interp − 1` frames easing the reference pose into the first driving pose,
         then the N driving frames (reference canonical keypoints and scale; translation relative to
-        the first driving frame). Returns (pose kps (num_interp−1+N, K, 3), ref info, first-frame info,
-        absolute driving kps (N, K, 3))."""
+        the first driving frame). Returns (pose parameters of those num_interp−1+N frames (degrees;
+        `keypoints` composes them), ref info, first-frame info, absolute driving kps (N, K, 3))."""
         kp_ref = self(ref)
         kp_frame1 = self(motion[:1])  # separate batch-1 pass: the anchor later chunks use
         kp_dri = self(motion)
@@ -182,15 +187,27 @@ class MotionExtractor(nn.Module):
         info = {"pitch": ease(p1, p2), "yaw": ease(y1, y2), "roll": ease(r1, r2),
                 "t": ease(kp_ref["t"], t2), "scale": ease(kp_ref["scale"], s2),
                 "kp": kp_ref["kp"].repeat(num_interp - 1 + motion.shape[0], 1)}
-        return self.keypoints(info), kp_ref, kp_frame1, self.keypoints(kp_dri)
+        return info, kp_ref, kp_frame1, self.keypoints(kp_dri)
 
-    def get_kps(self, kp_ref, kp_frame1, motion, t_scale=0.5, s_scale=0):
-        """Later chunks: driving head pose on the reference keypoints. Returns (pose kps, absolute driving kps)."""
+    def posed(self, kp_ref, kp_frame1, motion, t_scale=0.5, s_scale=0):
+        """Later chunks: the driving head pose on the reference keypoints. Returns (pose parameters
+        (degrees), absolute driving kps)."""
         m = self(motion)
-        info = dict(m, t=(m["t"] - kp_frame1["t"]) * t_scale + kp_ref["t"],
+        info = dict(self.head_pose(m), t=(m["t"] - kp_frame1["t"]) * t_scale + kp_ref["t"],
                     scale=m["scale"] * s_scale + kp_ref["scale"],
                     kp=kp_ref["kp"].repeat(motion.shape[0], 1))
-        return self.keypoints(info), self.keypoints(m)
+        return info, self.keypoints(m)
+
+    def interpolate_kps_online(self, ref, motion, num_interp=13, t_scale=0.5, s_scale=0):
+        """`posed_online` with the pose composed: (pose kps (num_interp−1+N, K, 3), ref info, first-frame
+        info, absolute driving kps (N, K, 3))."""
+        info, kp_ref, kp_frame1, kps_dri = self.posed_online(ref, motion, num_interp, t_scale, s_scale)
+        return self.keypoints(info), kp_ref, kp_frame1, kps_dri
+
+    def get_kps(self, kp_ref, kp_frame1, motion, t_scale=0.5, s_scale=0):
+        """`posed` with the pose composed: (pose kps (N, K, 3), absolute driving kps)."""
+        info, kps_dri = self.posed(kp_ref, kp_frame1, motion, t_scale, s_scale)
+        return self.keypoints(info), kps_dri
 
     @staticmethod
     def config_from_state_dict(sd):
@@ -226,13 +243,22 @@ class KeypointTracker:
     def started(self):
         return self.ref is not None
 
-    def __call__(self, frames, ref=None):
-        """frames (N, 3, 256, 256) in [0, 1]; `ref` (1, 3, 256, 256) on the first call only.
-        Returns (pose kps: num_interp−1+N rows on the first call, N later; absolute driving kps (N, K, 3))."""
+    def reference_pose(self):
+        """The reference's pose parameters (1 row, degrees), as the first eased row holds them."""
+        return self.extractor.head_pose(self.ref)
+
+    def pose(self, frames, ref=None):
+        """frames (N, 3, 256, 256) in [0, 1]; `ref` (1, 3, 256, 256) on the first call only. Returns (pose
+        parameters: num_interp−1+N rows on the first call, N later; absolute driving kps (N, K, 3))."""
         if not self.started:
-            kps, self.ref, self.anchor, kps_dri = self.extractor.interpolate_kps_online(ref, frames, self.num_interp)
-            return kps, kps_dri
-        return self.extractor.get_kps(self.ref, self.anchor, frames)
+            info, self.ref, self.anchor, kps_dri = self.extractor.posed_online(ref, frames, self.num_interp)
+            return info, kps_dri
+        return self.extractor.posed(self.ref, self.anchor, frames)
+
+    def __call__(self, frames, ref=None):
+        """`pose` with the pose composed: (pose kps, absolute driving kps (N, K, 3))."""
+        info, kps_dri = self.pose(frames, ref)
+        return self.extractor.keypoints(info), kps_dri
 
 
 def _canvas_hw(size):

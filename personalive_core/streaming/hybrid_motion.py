@@ -8,6 +8,8 @@ Two signals per driving frame, both relative to the reference:
 - implicit: 32×16 motion tokens of the driving face crop (MotEncoder).
 The first chunk also yields the motion-interpolated initialisation (MII): 12 warm-up frames easing
 from the reference's keypoints and motion tokens to the first driving frame's.
+Artist controls (expression / head-pose strength, smoothing: motion_controls.py) act on both
+signals here, so every path (render, nodes, live) gets them; their defaults change nothing.
 """
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 
 from ..models.keypoints import KeypointTracker, face_boxes
 from ..models.motion import crop_faces, interpolate_motion
+from .motion_controls import MotionFilter
 from .window import CHUNK, CHUNKS
 
 KEYPOINT_SIZE = 256  # the motion extractor's input size
@@ -36,13 +39,19 @@ class MotionChunk:
 
 
 class HybridMotion:
-    """Stateful extractor: the first call anchors the stream (reference pose, first driving frame)."""
+    """Stateful extractor: the first call anchors the stream (reference pose, first driving frame).
+    `controls` (MotionControls) may be changed between calls with `set_controls` (live)."""
 
-    def __init__(self, motion_extractor, motion_encoder, reference):
+    def __init__(self, motion_extractor, motion_encoder, reference, controls=None):
         self.encoder = motion_encoder
+        self.extractor = motion_extractor
         self.tracker = KeypointTracker(motion_extractor)
         self.reference = reference
         self.reference_tokens = None
+        self.filter = MotionFilter(controls)
+
+    def set_controls(self, controls):
+        self.filter.set(controls)
 
     @torch.no_grad()
     def __call__(self, frames):
@@ -50,7 +59,10 @@ class HybridMotion:
         size = frames.shape[-1]
         small = F.interpolate(frames, (KEYPOINT_SIZE, KEYPOINT_SIZE), mode="bilinear", align_corners=False) / 2 + 0.5
         first = not self.tracker.started
-        posed, driving = self.tracker(small, self.reference.cond if first else None)
+        pose, driving = self.tracker.pose(small, self.reference.cond if first else None)
+        if not self.filter.controls.identity:
+            pose = self.filter.pose(pose, self.tracker.reference_pose())
+        posed = self.extractor.keypoints(pose)
         boxes = face_boxes(driving, size)
         crops = crop_faces(frames, boxes, FACE_SIZE)
         if first:
@@ -59,6 +71,8 @@ class HybridMotion:
         tokens = self.encoder(crops.transpose(0, 1)[None])[0]
         if first:
             self.reference_tokens, tokens = tokens[:1], tokens[1:]
+        tokens = self.filter.tokens(tokens, self.reference_tokens)
+        if first:
             warm = interpolate_motion(self.reference_tokens[None], tokens[None, :1], WARMUP + 1)[0, :-1]
             tokens = torch.cat([warm, tokens])
-        return MotionChunk(posed, tokens, boxes)
+        return MotionChunk(posed, self.filter.smooth_tokens(tokens), boxes)

@@ -18,6 +18,7 @@ import torch
 
 from .history import HistoricalKeyframes, KeyframeSettings
 from .hybrid_motion import WARMUP, HybridMotion
+from .motion_controls import MotionControls
 from ..models.keypoints import draw_keypoints
 from .reference import ReferenceAttention
 from .scheduler import DistilledDDIM
@@ -30,10 +31,12 @@ from .window import CHUNK, MicroChunkWindow, window_timesteps
 class Settings:
     """`official_quirks`: reproduce the official wrapper's numerical oddities, needed for
     frame-exact parity: reference tokens rounded to float16 whatever the model dtype, and noise
-    coefficients rounded to the latent dtype. Off, the same maths without those roundings."""
+    coefficients rounded to the latent dtype. Off, the same maths without those roundings.
+    `controls`: expression / head-pose strength and smoothing (motion_controls.py)."""
     official_quirks: bool = True
     cache_reference_kv: bool = True
     keyframes: KeyframeSettings = field(default_factory=KeyframeSettings)
+    controls: MotionControls = field(default_factory=MotionControls)
 
 
 class StreamingSession:
@@ -56,7 +59,7 @@ class StreamingSession:
         self.generator = torch.Generator("cpu").manual_seed(self.seed)
         self.window.clear()
         self.attention.set_tokens(self.reference.tokens)
-        self.motion = HybridMotion(m.motion_extractor, m.motion_encoder, self.reference)
+        self.motion = HybridMotion(m.motion_extractor, m.motion_encoder, self.reference, self.settings.controls)
         self.history = None
         self.chunks_done = 0
         t = window_timesteps(m.device)[:WARMUP]
