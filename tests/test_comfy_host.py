@@ -134,12 +134,12 @@ def free_port():
 
 
 class Server:
-    def __init__(self, base, port, env=None):
+    def __init__(self, base, port, env=None, args=()):
         self.base, self.port, self.url = base, port, f"http://127.0.0.1:{port}"
         self.log = os.path.join(base, "server.log")
         python = os.environ.get("COMFYUI_PYTHON", sys.executable)
         args = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", base,
-                "--disable-auto-launch", "--disable-api-nodes", "--database-url", f"sqlite:///{base}/user/comfyui.db"]
+                "--disable-auto-launch", "--disable-api-nodes", "--database-url", f"sqlite:///{base}/user/comfyui.db", *args]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1", **(env or {})}
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(args, cwd=COMFY, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -195,7 +195,7 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_host(base, env=None):
+def running_host(base, env=None, args=()):
     """A ComfyUI server in `base` with this extension, the test weights and the test media."""
     for sub in ("custom_nodes", "input", "output", "user", "models"):
         os.makedirs(os.path.join(base, sub), exist_ok=True)
@@ -203,7 +203,7 @@ def running_host(base, env=None):
     weights = comfy_weights()
     install_models(weights, os.path.join(base, "models"))
     ref, drv = make_media(os.path.join(base, "input"))
-    server = Server(base, free_port(), env)
+    server = Server(base, free_port(), env, args)
     try:
         server.weights, server.reference, server.driving = weights, ref, drv
         yield server
