@@ -160,7 +160,19 @@ async def live_socket(engine, request, max_message=MAX_MESSAGE):
     finally:
         conn.stop()
         pump.cancel()
+        # a client gone without a close handshake (or a host cancelling the handler on disconnect)
+        # leaves the socket open: its heartbeat timer would hold it, and any half-received
+        # message, until the next ping fails
+        await _close_quietly(ws, pump)
     return ws
+
+
+async def _close_quietly(ws, pump):
+    try:
+        await ws.close()
+    except Exception:
+        pass
+    await asyncio.gather(pump, return_exceptions=True)
 
 
 def add_live_routes(routes, engine, prefix="/personalive", max_message=MAX_MESSAGE):
