@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -5,6 +7,7 @@ import torch
 from personalive_core.models.loader import load_models
 from personalive_core.tools.random_weights import write_random_weights
 
+NO_SKIP = os.environ.get("PERSONALIVE_NO_SKIP") == "1"
 SIZE = 64  # smallest generation size: latents 8×8, four UNet levels
 # tiny models run many small ops: a second thread costs more in synchronisation than it gains
 torch.set_num_threads(1)
@@ -53,3 +56,15 @@ def moving_frames(n, size=SIZE, seed=0):
 def reference_image():
     from PIL import Image
     return Image.fromarray(moving_frames(1, 96, seed=3)[0])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """PERSONALIVE_NO_SKIP=1 (CI): a skipped test fails, so that a missing ComfyUI, browser or package
+    cannot pass unnoticed."""
+    outcome = yield
+    report = outcome.get_result()
+    if NO_SKIP and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, which PERSONALIVE_NO_SKIP=1 forbids: {reason}"

@@ -15,6 +15,7 @@ CLIP-vision and VAE loaders accept only the standard architectures. They are wri
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -259,6 +260,55 @@ def test_extension_loads(host):
     assert sorted(templates) == sorted(f[:-5] for f in os.listdir(os.path.dirname(WORKFLOWS)) if f.endswith(".json"))
     served = host.get(f"/api/workflow_templates/comfyui-personalive/{templates[0]}.json")
     assert "nodes" in served and "links" in served
+
+
+def requirement_names(path):
+    """Distribution names in a requirements file (its -r includes followed), lower case."""
+    names = set()
+    with open(path) as f:
+        for line in f:
+            line = line.split("#")[0].strip()
+            if line.startswith("-r"):
+                names |= requirement_names(os.path.join(os.path.dirname(path), line[2:].strip()))
+            elif line:
+                names.add(re.split(r"[<>=!~;\[ ]", line)[0].lower().replace("_", "-"))
+    return names
+
+
+LOAD_WITHOUT = """
+import asyncio, importlib.util, os, sys
+from importlib.metadata import packages_distributions
+blocked = sorted({n.replace("-", "_") for n in BLOCKED}  # the import names of installed ones, or their own
+                 | {m for m, d in packages_distributions().items() if {x.lower().replace("_", "-") for x in d} & BLOCKED})
+for module in blocked:
+    sys.modules[module] = None  # any import of it fails
+sys.path.insert(0, COMFY)
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+spec = importlib.util.spec_from_file_location("ext", os.path.join(REPO, "__init__.py"), submodule_search_locations=[REPO])
+ext = importlib.util.module_from_spec(spec)
+sys.modules["ext"] = ext
+spec.loader.exec_module(ext)
+nodes = asyncio.run(asyncio.run(ext.comfy_entrypoint()).get_node_list())
+print(blocked, len(nodes))
+"""
+
+
+def test_nodes_need_only_requirements_txt():
+    """ComfyUI users install requirements.txt alone: the nodes (the live server included) import nothing that
+    only requirements-cli.txt brings (diffusers: the nodes use the host's VAE), checked by importing the
+    extension as ComfyUI does with those packages made unimportable."""
+    cli_only = (requirement_names(os.path.join(REPO, "requirements-cli.txt"))
+                - requirement_names(os.path.join(REPO, "requirements.txt"))
+                - requirement_names(os.path.join(COMFY, "requirements.txt")))
+    assert "diffusers" in cli_only
+    code = (f"BLOCKED, COMFY, REPO = {cli_only!r}, {COMFY!r}, {REPO!r}\n" + LOAD_WITHOUT
+            + "import personalive_core.live.server\n")
+    run = subprocess.run([os.environ.get("COMFYUI_PYTHON", sys.executable), "-c", code], cwd=COMFY,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    blocked, count = run.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert "diffusers" in blocked and int(count) >= 8, run.stdout
 
 
 LIVE_WORKFLOWS = ("personalive_live_webcam.json",)  # no video out: test_live_host.py streams through it

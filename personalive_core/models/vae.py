@@ -4,12 +4,15 @@ Loads the diffusers layout (`config.json` + `diffusion_pytorch_model.{safetensor
 `query/key/value/proj_attn` attention names included) or a single file, whose config then comes
 from the tensor shapes. A single LDM-layout file (`encoder.down.N.block.M...`, e.g.
 vae-ft-mse-840000-ema-pruned.safetensors) is converted with diffusers' own helper.
+
+diffusers is imported where a VAE is built, not with this module: the ComfyUI nodes use the host's VAE and
+only this module's constants, and a host's Python need not have diffusers (requirements.txt vs
+requirements-cli.txt).
 """
 import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL
 
 from .weights import (first_existing, load_strict, random_state_dict as _random_sd,
                             read_json, read_state_dict, save_state_dict)
@@ -25,6 +28,15 @@ LDM_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 TINY_CONFIG = {"block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4,
                "latent_channels": 4, "down_block_types": ["DownEncoderBlock2D"] * 4,
                "up_block_types": ["UpDecoderBlock2D"] * 4, "sample_size": 64}
+
+
+def _autoencoder_kl():
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError as e:
+        raise ImportError(f"the core's own VAE needs diffusers ({e}): pip install -r requirements-cli.txt "
+                          "(the ComfyUI nodes use the host's VAE and do not need it)") from e
+    return AutoencoderKL
 
 
 def _block_indices(sd, prefix):
@@ -100,7 +112,7 @@ def load_vae(path, device="cpu", dtype=torch.float32, config=None):
     if config is None and json_path.is_file():
         config = read_json(json_path)
     with torch.device("meta"):
-        model = AutoencoderKL.from_config(config or infer_config(sd, file))
+        model = _autoencoder_kl().from_config(config or infer_config(sd, file))
     load_strict(model, sd, file, EXPECTED)
     # plain Module.to: diffusers' override warns about fp32-only modules, which AutoencoderKL has none of
     # requires_grad stays True as in the official modules: ATen's matmul folds (B,N,C)@W differently
@@ -122,7 +134,7 @@ def decode(vae, latents):
 
 def random_state_dict(config=TINY_CONFIG, seed=0):
     with torch.device("meta"):  # shapes only; no time spent on random init
-        model = AutoencoderKL.from_config(config)
+        model = _autoencoder_kl().from_config(config)
     return _random_sd(model, seed)
 
 
