@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -32,6 +33,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMFY = os.environ.get("COMFYUI_PATH")
 WORKFLOWS = os.path.join(REPO, "workflows", "api")
+EXTENSION = "comfyui-personalive"  # the custom_nodes folder name, as the registry installs it
 CLIP_NAME = "sd-image-variations-image-encoder.safetensors"  # the names the shipped workflows use
 VAE_NAME = "sd-vae-ft-mse.safetensors"
 SIZE = 64
@@ -200,7 +202,7 @@ def running_host(base, env=None, args=()):
     """A ComfyUI server in `base` with this extension, the test weights and the test media."""
     for sub in ("custom_nodes", "input", "output", "user", "models"):
         os.makedirs(os.path.join(base, sub), exist_ok=True)
-    os.symlink(REPO, os.path.join(base, "custom_nodes", "comfyui-personalive"))
+    os.symlink(REPO, os.path.join(base, "custom_nodes", EXTENSION))
     weights = comfy_weights()
     install_models(weights, os.path.join(base, "models"))
     ref, drv = make_media(os.path.join(base, "input"))
@@ -255,11 +257,20 @@ def test_extension_loads(host):
     assert info["PersonaLiveLoadModel"]["input"]["required"]["weights"][1]["options"] == ["personalive"]
     failed = [line for line in host.tail(400).splitlines() if "IMPORT FAILED" in line and "personalive" in line]
     assert not failed, host.tail()
-    # the UI-format workflows are offered as templates (workflows/api/ is not: API format)
-    templates = host.get("/api/workflow_templates")["comfyui-personalive"]
-    assert sorted(templates) == sorted(f[:-5] for f in os.listdir(os.path.dirname(WORKFLOWS)) if f.endswith(".json"))
-    served = host.get(f"/api/workflow_templates/comfyui-personalive/{templates[0]}.json")
-    assert "nodes" in served and "links" in served
+    # the UI-format workflows are offered as templates under their titles, each with its thumbnail
+    # (workflows/api/ is not: API format)
+    templates = host.get("/api/workflow_templates")[EXTENSION]
+    folder = os.path.dirname(WORKFLOWS)
+    assert sorted(templates) == sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
+    for name in templates:
+        base = f"{host.url}/api/workflow_templates/{EXTENSION}/{urllib.parse.quote(name)}"
+        with urllib.request.urlopen(base + ".json", timeout=30) as r:
+            served = json.loads(r.read())
+        assert "nodes" in served and "links" in served
+        with urllib.request.urlopen(base + ".jpg", timeout=30) as r:
+            assert r.headers["Content-Type"] == "image/jpeg", (name, r.headers["Content-Type"])
+            with open(os.path.join(folder, name + ".jpg"), "rb") as f:
+                assert r.read() == f.read(), name
 
 
 def requirement_names(path):

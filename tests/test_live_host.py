@@ -19,12 +19,12 @@ import urllib.request
 import numpy as np
 import pytest
 
-from test_comfy_host import COMFY, REPO, prepare, running_host
+from test_comfy_host import COMFY, EXTENSION, REPO, prepare, running_host
 from test_live_server import stream_frames
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = os.environ.get("PERSONALIVE_TEST_ARTIFACTS", os.path.join(REPO, "tests", "artifacts"))
-LIVE = os.path.join(REPO, "workflows", "personalive_live_webcam.json")
+LIVE = os.path.join(REPO, "workflows", "PersonaLive - Live webcam.json")
 LIVE_API = os.path.join(REPO, "workflows", "api", "personalive_live_webcam.json")
 SIZE = 64
 VUE_NODES_SINCE = (1, 31)  # the first frontend whose settings offer Vue-rendered nodes (before: a hidden experiment)
@@ -198,3 +198,46 @@ def test_widget_streams_a_fake_camera(host, tmp_path, rendering):
     assert os.path.getsize(shot) > 1000
     ours = [line for line in logs if "personalive" in line.lower()]  # errors and warnings raised in our script
     assert not ours, ours
+
+
+# the template card of `title` (the smallest element holding its title and an image, and no other title) shows
+# a loaded image of the thumbnail's width
+CARD_SHOWS_THUMBNAIL = """([title, titles, side]) => {
+    const label = [...document.querySelectorAll("*")].find(e => !e.childElementCount && e.textContent.trim() === title);
+    for (let card = label; card; card = card.parentElement) {
+        if (titles.some(t => t !== title && card.textContent.includes(t))) return false;
+        const image = card.querySelector("img");
+        if (image) return image.complete && image.naturalWidth === side;
+    }
+    return false;
+}"""
+
+
+def test_templates_browser_shows_titles_and_thumbnails(host):
+    """As a user: Browse Templates → this extension's folder: every shipped workflow under its title, each with
+    its own thumbnail loaded (not the broken-image placeholder)."""
+    if not os.path.isfile(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's 'chromium' package or set CHROMIUM")
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (driver only)")
+    from PIL import Image
+    folder = os.path.dirname(LIVE)
+    titles = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
+    with Image.open(os.path.join(folder, titles[0] + ".jpg")) as thumbnail:
+        side = thumbnail.width
+    post_setting(host, "Comfy.TutorialCompleted", True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(host.url, wait_until="domcontentloaded")
+        page.wait_for_function("() => window.app && window.app.graph && window.app.extensionManager", timeout=120_000)
+        version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
+        page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+        page.get_by_text(EXTENSION, exact=True).first.click(timeout=60_000)
+        try:
+            for title in titles:  # scrolled to, as a user does: the browser loads thumbnails as they come into view
+                page.get_by_text(title, exact=True).first.scroll_into_view_if_needed(timeout=30_000)
+                page.wait_for_function(CARD_SHOWS_THUMBNAIL, arg=[title, titles, side], timeout=30_000)
+        finally:
+            os.makedirs(ARTIFACTS, exist_ok=True)
+            page.screenshot(path=os.path.join(ARTIFACTS, f"templates_{version}.png"))
+            browser.close()

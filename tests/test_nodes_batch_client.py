@@ -189,5 +189,5 @@ def test_pairs_file_and_no_server(inputs, tmp_path, capsys):
     with pytest.raises(SystemExit, match="no server answers"):
         client.main(["--workflow", WORKFLOW, "--server", fake.url, "--pairs", str(pairs), "--out", str(tmp_path / "o2")])
     with pytest.raises(SystemExit, match="not an API-format workflow"):
-        client.main(["--workflow", os.path.join(REPO, "workflows", "personalive_portrait_to_video.json"),
+        client.main(["--workflow", os.path.join(REPO, "workflows", "PersonaLive - Portrait to video.json"),
                      "--server", fake.url, "--pairs", str(pairs)])

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Write the shipped example workflows, UI format (workflows/*.json, loadable in the page and listed as
-templates) and API format (workflows/api/*.json, for /prompt), from one graph description each.
+"""Write the shipped example workflows, UI format (workflows/<template title>.json, loadable in the page and
+listed by the Templates browser under that title) and API format (workflows/api/<name>.json, for /prompt),
+from one graph description each. tools/make_thumbnails.py draws each template's thumbnail
+(workflows/<template title>.jpg, the name ComfyUI's frontend asks for).
 
 Widget order, sockets and slot types come from a running ComfyUI's /object_info (with this extension
 loaded), so both files match the nodes exactly:
@@ -43,8 +45,12 @@ SAMPLER = {"model": (4, 0), "reference": (7, 0), "motion": (8, 0), "vae": (6, 0)
            "keyframe_threshold": 17.0, "max_keyframes": 3, "keep_warmup": False}
 ENCODE = {"model": (4, 0), "clip_vision": (5, 0), "vae": (6, 0), "image": (1, 0), "size": 512, "resize": "stretch"}
 
+# The Templates browser shows a custom node's template under its file name (no index, no i18n for them in
+# frontends 1.27-1.58), so the UI files are named by their title: plain ASCII, no characters that a file
+# system or a URL path would refuse (checked by tests/test_comfy_host.py).
 GRAPHS = {
     "personalive_portrait_to_video": dict(
+        template="PersonaLive - Portrait to video",
         title="PersonaLive: portrait + driving video → mp4 with the driving audio",
         note="Animates the portrait (Load Image) with the driving video (Load Video). The result keeps the "
              "driving video's frame rate and audio.\n\n" + MODELS_NOTE,
@@ -59,6 +65,7 @@ GRAPHS = {
                11: ("SaveVideo", {"video": (10, 0), "filename_prefix": "PersonaLive/portrait", "format": "auto",
                                   "codec": "auto"}, (1720, -60))}),
     "personalive_motion_inspection": dict(
+        template="PersonaLive - Motion inspection",
         title="PersonaLive: motion inspection (keypoints next to the driving video)",
         note="Shows what drives the animation, without rendering it: each cropped driving frame next to the "
              "3D keypoints the pose guider sees, with the face box used for the motion tokens. Cheap: "
@@ -72,6 +79,7 @@ GRAPHS = {
                11: ("SaveVideo", {"video": (10, 0), "filename_prefix": "PersonaLive/motion", "format": "auto",
                                   "codec": "auto"}, (1360, 120))}),
     "personalive_long_video": dict(
+        template="PersonaLive - Long video",
         title="PersonaLive: long driving video (streamed to disk)",
         note="For long driving videos: 'PersonaLive Render Video' reads the VIDEO one frame at a time, renders, "
              "decodes and appends every chunk to an mp4 in output/ (with the driving audio), so memory does not "
@@ -84,6 +92,7 @@ GRAPHS = {
                                                "keyframe_threshold": 17.0, "max_keyframes": 3,
                                                "filename_prefix": "PersonaLive/long"}, (1080, -60))}),
     "personalive_live_webcam": dict(
+        template="PersonaLive - Live webcam",
         title="PersonaLive: live webcam",
         note="Queue once (Ctrl+Enter) to encode the reference and hand it to 'PersonaLive Live', then press Start in "
              "that node: your camera drives the portrait, the generated frames show beside it with output fps and "
@@ -93,6 +102,27 @@ GRAPHS = {
                7: ("PersonaLiveEncodeReference", {**ENCODE, "size": 256}, (700, -200)),
                14: ("PersonaLiveLive", {"model": (4, 0), "reference": (7, 0), "vae": (6, 0), "seed": 0,
                                         "keyframe_threshold": 17.0, "max_keyframes": 3}, (1080, -200))}),
+    "crop_paste_back": dict(
+        template="PersonaLive - Crop face and paste back",
+        title="PersonaLive: real photo + real video, face crop and paste-back (any size, any length)",
+        note=("For real-world footage of any size and aspect ratio. 'Crop Face' cuts the square around the face of the "
+              "reference photo (the framing PersonaLive was trained on); 'Render Video' tracks the face in every "
+              "driving frame (crop 'auto'), renders, pastes each generated face back into the original photo at its "
+              "full resolution (paste_into 'reference'; 'driving' pastes into the original driving frames instead) and "
+              "writes the mp4 with the driving audio to output/ as it goes: memory stays flat for hour-long videos, and"
+              " a cancelled run leaves a playable file. Set max_frames to try a short part first. Use the same size in "
+              "'Crop Face' and 'Encode Reference', and the same scale as the render's crop_scale."
+              "\n\n" + MODELS_NOTE),
+        nodes={**LOADERS, **CLIP_VAE,
+               12: ("PersonaLiveCropFace", {"image": (1, 0), "size": 512, "scale": 1.75, "shift": 0.0,
+                                            "smoothing": False, "detector": "auto"}, (700, -420)),
+               7: ("PersonaLiveEncodeReference", {**ENCODE, "image": (12, 0)}, (1060, -200)),
+               13: ("PersonaLiveRenderVideo", {"model": (4, 0), "reference": (7, 0), "vae": (6, 0), "video": (2, 0),
+                                               "seed": 42, "crop": "auto", "paste_into": "reference",
+                                               "crop_scale": 1.75, "feather": 0.2, "max_frames": 0,
+                                               "keyframe_threshold": 17.0, "max_keyframes": 3,
+                                               "filename_prefix": "PersonaLive/crop_paste_back",
+                                               "reference_crop": (12, 1), "reference_image": (1, 0)}, (1420, -60))}),
 }
 
 
@@ -196,7 +226,8 @@ def main(argv=None):
     os.makedirs(os.path.join(a.out, "api"), exist_ok=True)
     for name, graph in GRAPHS.items():
         ui, api = build(graph, object_info)
-        for path, data in ((os.path.join(a.out, name + ".json"), ui), (os.path.join(a.out, "api", name + ".json"), api)):
+        for path, data in ((os.path.join(a.out, graph["template"] + ".json"), ui),
+                           (os.path.join(a.out, "api", name + ".json"), api)):
             with open(path, "w") as f:
                 json.dump(data, f, indent=1)
                 f.write("\n")
