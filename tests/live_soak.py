@@ -272,18 +272,24 @@ class Soak:
         async with ClientSession() as http:
             await asyncio.gather(*(self.client(http, i, deadline) for i in range(clients)))
 
-    async def final_check(self):
-        """After the storm a fresh client streams normally: warm-up frames, then its own ids in order."""
+    async def clean_stream(self, name):
+        """One well-behaved client on an idle server: warm-up frames, then its own ids in order, and the
+        status route lists it. Run before the storm (every code path once: lazy imports are not growth)
+        and after it (the server still serves)."""
         async with ClientSession() as http, http.ws_connect(self.base + "personalive/live") as ws:
-            if not await self._start(ws, "final"):
+            if not await self._start(ws, name):
                 return
             ids = []
             for i in range(16):
                 await self._send_frame(ws, i)
                 if i % 4 == 3:
-                    ids += await self._frames(ws, 4, "final")
+                    ids += await self._frames(ws, 4, name)
             if ids != [WARMUP_ID] * 12 + [0, 1, 2, 3]:
-                self.problem("final", f"ids {ids}")
+                self.problem(name, f"ids {ids}")
+            async with http.get(self.base + "personalive/status") as r:
+                streams = (await r.json())["streams"]
+            if len(streams) != 1 or streams[0]["latency_ms_p50"] is None:
+                self.problem(name, f"status {streams}")
 
 
 def _abort(ws):
@@ -362,6 +368,7 @@ def run_soak(make_target, clients=12, max_sessions=3, seconds=20.0, seed=0, chun
                 await asyncio.sleep(0.5)
         sampler = asyncio.create_task(sample())
         try:
+            await soak.clean_stream("first")
             t0 = time.monotonic()
             # phase 1: a third of the time, then the first quiet measurement; phase 2: the rest
             for phase, share in (("start", 1 / 3), ("end", 2 / 3)):
@@ -373,7 +380,7 @@ def run_soak(make_target, clients=12, max_sessions=3, seconds=20.0, seed=0, chun
                 log(f"{phase}: {time.monotonic() - t0:.0f} s, rss {report[f'rss_mib_{phase}']:.0f} MiB, "
                     f"traced {report[f'traced_mib_{phase}']:.2f} MiB, {dict(soak.count)}")
             report["wall_s"] = round(time.monotonic() - t0, 1)
-            await soak.final_check()
+            await soak.clean_stream("last")
             await wait_until(lambda: len(engine.streams), lambda n: n == 0)
             await asyncio.sleep(0.5)
             gc.collect()

@@ -106,13 +106,15 @@ def mode_pictures(folder, h=48, w=64):
 
 
 def write_video(path, frames, fps=Fraction(25), times=None, rotation=0, audio=True, fmt=None, options=None,
-                time_base=None, gop=None):
+                time_base=None, gop=None, hflip=False, beeps=None, preset=None):
     """H.264 of `frames` (an iterable of uint8 (H, W, 3); generated lazily for big sizes).
 
     times: presentation time of every frame in seconds (Fractions; None = i / fps) — irregular
     times make a variable-frame-rate file. rotation: display-matrix rotation in degrees
     counter-clockwise (what a phone writes; players and our readers turn the picture by it).
-    audio: a 440 Hz AAC track lasting until the end of the last frame."""
+    hflip: mirror after the rotation (a front camera). audio: a 440 Hz AAC track lasting until the
+    end of the last frame; with `beeps` (times in seconds) silence except 40 ms tones at those times,
+    for checking lip sync. preset: libx264 preset (ultrafast for 8K)."""
     fps = Fraction(fps)
     tb = time_base or (Fraction(1, 90000) if times is not None else 1 / fps)
     end = Fraction(0)
@@ -125,8 +127,10 @@ def write_video(path, frames, fps=Fraction(25), times=None, rotation=0, audio=Tr
                 v.codec_context.time_base = tb
                 if gop:
                     v.codec_context.gop_size = gop
-                if rotation:
-                    v.set_display_rotation(rotation)
+                if preset:
+                    v.options = {"preset": preset}
+                if rotation or hflip:
+                    v.set_display_rotation(rotation, hflip=hflip)
                 a = c.add_stream("aac", rate=16000) if audio else None
             t = Fraction(times[i]) if times is not None else i / fps
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
@@ -137,7 +141,11 @@ def write_video(path, frames, fps=Fraction(25), times=None, rotation=0, audio=Tr
         for p in v.encode():
             c.mux(p)
         if a is not None:
-            wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(16000 * end)) / 16000)).astype(np.float32)[None]
+            t = np.arange(int(16000 * end)) / 16000
+            wave = 0.3 * np.sin(2 * np.pi * 440 * t)
+            if beeps is not None:
+                wave *= np.any([(t >= b) & (t < b + 0.04) for b in beeps], axis=0)
+            wave = wave.astype(np.float32)[None]
             for i in range(0, wave.shape[1], 1024):
                 fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i:i + 1024]), format="fltp",
                                                 layout="mono")
@@ -147,6 +155,20 @@ def write_video(path, frames, fps=Fraction(25), times=None, rotation=0, audio=Tr
             for p in a.encode():
                 c.mux(p)
     return path
+
+
+def audio_onsets(path, threshold=0.05):
+    """Presentation times (s) where the tones of a file's audio track start (after ≥ 0.1 s of quiet)."""
+    times, wave = [], []
+    with av.open(str(path)) as c:
+        for f in c.decode(audio=0):
+            samples = f.to_ndarray().reshape(len(f.layout.channels) if f.format.is_planar else 1, -1)[0]
+            times.append(float(f.time) + np.arange(samples.size) / f.sample_rate)
+            wave.append(samples)
+    times, wave = np.concatenate(times), np.concatenate(wave)
+    loud = np.flatnonzero(np.abs(wave) > threshold)
+    gap = np.diff(times[loud], prepend=-1.0)
+    return times[loud[gap > 0.1]]
 
 
 def noisy_frames(n, h, w, seed=0):
