@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from personalive_core.streaming.hybrid_motion import WARMUP
-from personalive_core.live.engine import LiveEngine, LiveError, LiveStream, LiveTarget, square_frame
+from personalive_core.live.engine import WARM_CHUNKS, LiveEngine, LiveError, LiveStream, LiveTarget, square_frame
+from personalive_core.streaming.motion_controls import MotionControls
 from personalive_core.streaming.reference import encode_reference
 from personalive_core.streaming.render import render_stream
-from personalive_core.streaming.session import decode
+from personalive_core.streaming.session import Settings, decode
 from personalive_core.streaming.window import CHUNK
 
 from conftest import SIZE, moving_frames
@@ -225,3 +226,106 @@ def test_no_chunk_runs_while_the_device_is_busy(tiny_models, reference):
     finally:
         engine.shutdown()
     assert len(sink.frames) == 4 and stream.state == "running"
+
+
+def test_controls_reach_the_stream_and_change_while_live(tiny_models, reference):
+    """A stream opened with controls gives the frames `render` gives with the same controls; new
+    controls take effect from the next chunk."""
+    driving = moving_frames(16)
+    controls = MotionControls(expression=0.0, head_pose=0.5)
+    engine = LiveEngine()
+    engine.set_target("5", make_target(tiny_models, reference, seed=3))
+    sink = Collector()
+    stream = engine.open("5", sink.on_frames, sink.on_error, controls=controls)
+    try:
+        for c in range(4):
+            for i in range(CHUNK):
+                engine.submit(stream, driving[c * CHUNK + i], c * CHUNK + i)
+            sink.wait_for((c + 1) * CHUNK)
+        assert stream.session.motion.filter.controls is controls
+        smooth = MotionControls(smoothness=0.5)
+        stream.set_controls(smooth)
+        for i in range(CHUNK):
+            engine.submit(stream, driving[i], 16 + i)
+        sink.wait_for(20)
+    finally:
+        engine.shutdown()
+    assert not sink.errors
+    expected = list(render_stream(tiny_models, reference, driving, seed=3, keep_warmup=True,
+                                  settings=Settings(controls=controls)))[:16]
+    plain = list(render_stream(tiny_models, reference, driving, seed=3, keep_warmup=True))[:16]
+    assert max(np.abs(f[1].astype(int) - np.round(w * 255).astype(int)).max()
+               for f, w in zip(sink.frames, expected)) <= 1
+    assert max(np.abs(f[1].astype(int) - np.round(w * 255).astype(int)).max()
+               for f, w in zip(sink.frames, plain)) > 1  # the controls did change the frames
+    assert stream.session.motion.filter.controls is smooth
+    assert stream.stats()["controls"] == {"expression": 1.0, "head_pose": 1.0, "smoothness": 0.5}
+
+
+class ListRecorder:
+    def __init__(self):
+        self.frames = []
+
+    def add(self, image, t):
+        self.frames.append((image, t))
+
+
+def test_a_take_records_camera_frames_at_their_arrival_times(tiny_models, reference):
+    """Only frames with a camera frame behind them (no warm-up), each stamped with the time its camera
+    frame arrived; frames after the take stopped are not recorded."""
+    clock = FakeClock()
+    out = []
+    stream = LiveStream(1, "x", lambda s, frames: out.extend(frames), None, clock=clock)
+    target = make_target(tiny_models, reference)
+    recorder = ListRecorder()
+    stream.start_recording(recorder)
+    with pytest.raises(LiveError, match="already recording"):
+        stream.start_recording(ListRecorder())
+    frame, arrivals = moving_frames(1)[0], []
+    for c in range(5):
+        for i in range(CHUNK):
+            clock.t = c + 0.1 * i + (0.03 if c == 4 else 0)
+            arrivals.append(clock.t)
+            stream.submit(frame, c * CHUNK + i)
+        stream.step(target)
+    assert stream.stop_recording() is recorder and stream.stop_recording() is None
+    for i in range(CHUNK):  # not recorded any more
+        stream.submit(frame, 99 + i)
+    stream.step(target)
+    assert [t for _, t in recorder.frames] == arrivals[:8]  # chunks 0 and 1 have come out after 5 steps
+    assert all(image is got[1] for (image, _), got in zip(recorder.frames, out[WARMUP:]))
+
+
+def test_prepare_warms_the_target_and_the_first_chunk_knows(tiny_models, reference):
+    """Prepare runs the live path at the live size before any camera frame; the stream then reports
+    a warm start, and its frames are unchanged (the warm-up session leaves nothing behind)."""
+    driving = moving_frames(16)
+    engine = LiveEngine()
+    engine.set_target("5", make_target(tiny_models, reference, seed=3))
+    done, progress = [], []
+    finished = threading.Event()
+    engine.prepare("5", lambda d, t: progress.append((d, t)), lambda r, e: (done.append((r, e)), finished.set()))
+    sink = Collector()
+    try:
+        assert finished.wait(120)
+        report, error = done[0]
+        assert error is None and report["chunks"] == WARM_CHUNKS and len(report["chunk_ms"]) == WARM_CHUNKS
+        assert progress == [(i + 1, WARM_CHUNKS) for i in range(WARM_CHUNKS)]
+        assert engine.stats()["prepared"]["5"] == report
+        stream = engine.open("5", sink.on_frames, sink.on_error)
+        for c in range(4):
+            for i in range(CHUNK):
+                engine.submit(stream, driving[c * CHUNK + i], c * CHUNK + i)
+            sink.wait_for((c + 1) * CHUNK)
+    finally:
+        engine.shutdown()
+    assert stream.stats()["warm_start"] is True and stream.stats()["first_chunk_ms"] > 0
+    expected = list(render_stream(tiny_models, reference, driving, seed=3, keep_warmup=True))[:16]
+    assert max(np.abs(f[1].astype(int) - np.round(w * 255).astype(int)).max()
+               for f, w in zip(sink.frames, expected)) <= 1
+    # another size (or other networks) is not prepared; an unprepared stream says so
+    engine.set_target("5", make_target(tiny_models, reference, model_key="other"))
+    assert "5" not in engine.stats()["prepared"]
+    with pytest.raises(LiveError) as e:
+        engine.prepare("nope")
+    assert e.value.code == "no_reference"

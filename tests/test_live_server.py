@@ -9,7 +9,10 @@ import pytest
 from aiohttp import ClientSession, WSMsgType, web
 from aiohttp.test_utils import TestServer
 
-from personalive_core.live.engine import LiveEngine, LiveTarget
+import av
+
+from personalive_core.live.engine import WARM_CHUNKS, LiveEngine, LiveTarget
+from personalive_core.live.recorder import TakeFolder
 from personalive_core.live.server import WARMUP_ID, add_live_routes
 from personalive_core.streaming.reference import encode_reference
 from personalive_core.streaming.session import decode
@@ -33,11 +36,11 @@ def frame_message(frame_id, image):
     return struct.pack(">I", frame_id) + jpeg(image)
 
 
-def serve(engine, scenario):
+def serve(engine, scenario, takes=None):
     """Run `scenario(session, base_url)` against an aiohttp app carrying the live routes."""
     async def main():
         app = web.Application()
-        add_live_routes(app.router, engine, max_message=MAX_MESSAGE)
+        add_live_routes(app.router, engine, max_message=MAX_MESSAGE, takes=takes)
         server = TestServer(app)
         await server.start_server()
         try:
@@ -168,3 +171,89 @@ def test_bad_input_gets_an_error_and_the_socket_keeps_serving(target):
     assert all(e["message"] for e in errors)
     assert [i for i, _, _ in got][12:] == [0, 1, 2, 3]
     assert closed.type in (WSMsgType.CLOSE, WSMsgType.CLOSED) and closed.data == 1009
+
+
+async def view_frames(http, base, target, want, timeout=120):
+    """Connect an output page's socket and collect `want` frames (decoded JPEGs)."""
+    got = []
+    async with http.ws_connect(base + f"personalive/view/{target}/ws") as ws:
+        async def run():
+            while len(got) < want:
+                msg = await ws.receive()
+                assert msg.type == WSMsgType.BINARY, msg
+                got.append(cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR))
+        await asyncio.wait_for(run(), timeout)
+    return got
+
+
+def test_output_pages_show_the_stream_to_several_viewers(target):
+    engine = LiveEngine(max_streams=2)
+    engine.set_target("5", target)
+
+    async def scenario(http, base):
+        async with http.get(base + "personalive/view/5") as r:
+            html, kind = await r.text(), r.content_type
+        ws = await http.ws_connect(base + "personalive/live")
+        await ws.send_json({"type": "start", "target": "5"})
+        await next_json(ws, "started")
+        viewers = [asyncio.create_task(view_frames(http, base, "5", 8)) for _ in range(2)]
+        while (await (await http.get(base + "personalive/status")).json())["viewers"].get("5", 0) < 2:
+            await asyncio.sleep(0.05)
+        sent = asyncio.create_task(stream_frames(ws, moving_frames(64), 64))
+        seen = await asyncio.gather(*viewers)
+        await sent
+        async with http.get(base + "personalive/status") as r:
+            status = await r.json()
+        await ws.close()
+        return html, kind, seen, status
+
+    html, kind, seen, status = serve(engine, scenario)
+    assert kind == "text/html" and "<canvas" in html and "/ws" in html
+    for frames in seen:
+        assert len(frames) == 8 and all(f.shape == (SIZE, SIZE, 3) for f in frames)
+    assert status["viewers"] == {}  # both pages left
+
+
+def test_controls_prepare_and_a_recorded_take_over_the_socket(target, tmp_path):
+    engine = LiveEngine(max_streams=2)
+    engine.set_target("5", target)
+
+    async def scenario(http, base):
+        ws = await http.ws_connect(base + "personalive/live")
+        await ws.send_json({"type": "prepare", "target": "5"})
+        progress = [await next_json(ws, "progress") for _ in range(WARM_CHUNKS)]
+        prepared = await next_json(ws, "prepared")
+        await ws.send_json({"type": "start", "target": "5", "controls": {"expression": 3}})
+        refused = await next_json(ws, "error")
+        await ws.send_json({"type": "start", "target": "5", "controls": {"expression": 0.5}})
+        await next_json(ws, "started")
+        await ws.send_json({"type": "controls", "controls": {"head_pose": 0, "smoothness": 0.25}})
+        echoed = await next_json(ws, "controls")
+        await ws.send_json({"type": "controls", "controls": {"smoothness": -1}})
+        bad = await next_json(ws, "error")
+        await ws.send_json({"type": "record", "on": True})
+        recording = await next_json(ws, "recording")
+        got = await stream_frames(ws, moving_frames(40), 40)
+        await ws.send_json({"type": "record", "on": False})
+        recorded = await next_json(ws, "recorded")
+        stats = await next_json(ws, "stats")
+        await ws.close()
+        return progress, prepared, refused, echoed, bad, recording, got, recorded, stats
+
+    progress, prepared, refused, echoed, bad, recording, got, recorded, stats = serve(
+        engine, scenario, takes=TakeFolder(str(tmp_path)))
+    assert [p["done"] for p in progress] == list(range(1, WARM_CHUNKS + 1))
+    assert prepared["target"] == "5" and prepared["chunks"] == WARM_CHUNKS
+    assert refused["code"] == "bad_controls" and "expression 3" in refused["message"]
+    assert echoed["controls"] == {"expression": 0.5, "head_pose": 0.0, "smoothness": 0.25}
+    assert bad["code"] == "bad_controls" and "smoothness -1" in bad["message"]
+    assert recording["file"] == "PersonaLive/live_00001_.mp4"
+    assert stats["warm_start"] is True and stats["controls"]["head_pose"] == 0.0
+    # the take: every generated frame with a camera frame (28 of the 40 received), nothing more
+    real = [i for i, _, _ in got if i != WARMUP_ID]
+    assert recorded["file"] == recording["file"] and recorded["frames"] >= len(real) == 28
+    with av.open(str(tmp_path / recorded["file"])) as c:
+        times = [f.time for f in c.decode(video=0)]
+    assert len(times) == recorded["frames"] and times[0] == 0
+    # frames are placed at whole milliseconds, frames that arrived within one 1 ms apart (this client sends bursts)
+    assert abs(times[-1] - recorded["seconds"]) <= 1e-3 * recorded["frames"]

@@ -11,6 +11,13 @@ A `LiveTarget` is what a stream animates: a function giving the networks ready o
 (called before every chunk, so a host may have offloaded them in between), an encoded reference,
 and a decoder. Swapping the target's reference restarts the stream's window on the new portrait
 without closing the stream.
+
+Per stream, while it runs: the motion controls (expression / head-pose strength, smoothing) can be
+changed from the next chunk on, and the generated frames can be recorded (recorder.TakeRecorder).
+Prepare (`warm_up`, or `LiveEngine.prepare` on the worker) runs a few chunks of the target's own
+reference at the live size before any camera frame: the networks are loaded, the kernels chosen
+(and compiled, when the loaded networks are compiled: torch.compile compiles on a first call) and
+the memory allocated, so the first live chunk is a steady one.
 """
 import itertools
 import threading
@@ -24,13 +31,15 @@ import torch
 from PIL import Image
 
 from ..streaming.hybrid_motion import WARMUP
+from ..streaming.motion_controls import MotionControls
 from ..streaming.render import to_model_frames
 from ..streaming.session import Settings, StreamingSession
 from ..media.video_io import square
-from ..streaming.window import CHUNK
+from ..streaming.window import CHUNK, CHUNKS
 
 MIN_SIDE, MAX_SIDE = 64, 4096  # accepted camera frame sides (pixels)
 RECENT = 64  # frames over which output fps and latency are reported
+WARM_CHUNKS = CHUNKS + 1  # prepare: the first chunk's path, then steady chunks through a full window
 
 
 class LiveError(ValueError):
@@ -50,10 +59,36 @@ class LiveTarget:
     decode: Callable
     seed: int = 0
     settings: Settings = field(default_factory=Settings)
+    model_key: str = ""  # the networks' identity: a prepared target stays prepared for the same key and size
 
     @property
     def size(self):
         return self.reference.size[0]
+
+    @property
+    def warm_key(self):
+        return self.model_key, self.size
+
+
+def warm_up(target, chunks=WARM_CHUNKS, on_progress=None):
+    """Prepare: `chunks` chunks of the target's reference as a still driving picture through a
+    throwaway session and the decoder, at the live size. `on_progress(done, total)` after each.
+    Returns {"chunks", "seconds", "chunk_ms": [per chunk]}."""
+    t0 = time.perf_counter()
+    times = []
+    session = None
+    for i in range(chunks):
+        t = time.perf_counter()
+        models = target.prepare()
+        if session is None:
+            session = StreamingSession(models, target.reference, target.seed, target.settings)
+        session.models = models
+        still = target.reference.image.to(models.device, torch.float32)[None].expand(CHUNK, -1, -1, -1)
+        target.decode(session.push(still))
+        times.append(round((time.perf_counter() - t) * 1e3, 1))
+        if on_progress:
+            on_progress(i + 1, chunks)
+    return {"chunks": chunks, "seconds": round(time.perf_counter() - t0, 3), "chunk_ms": times}
 
 
 def square_frame(image, size):
@@ -73,7 +108,7 @@ class LiveStream:
     `on_frames(stream, frames)` receives the generated frames as a list of
     (frame_id or None for warm-up frames, uint8 (H, W, 3) image, latency_ms or None)."""
 
-    def __init__(self, stream_id, target_name, on_frames, on_error, clock=time.monotonic):
+    def __init__(self, stream_id, target_name, on_frames, on_error, clock=time.monotonic, controls=None):
         self.id = stream_id
         self.target_name = target_name
         self.on_frames, self.on_error, self.clock = on_frames, on_error, clock
@@ -85,9 +120,31 @@ class LiveStream:
         self.received = self.dropped = self.emitted = 0
         self.latencies = deque(maxlen=RECENT)
         self.out_times = deque(maxlen=RECENT)
-        self.chunk_ms = None
+        self.chunk_ms = self.first_chunk_ms = None
+        self.chunks = 0
+        self.warm_start = None  # whether the target was prepared when the first chunk ran
+        self.is_prepared = lambda target: False  # set by the engine
+        self.controls = controls or MotionControls()
+        self.recorder = None
         self.state = "waiting for frames"
         self.closed = False
+
+    def set_controls(self, controls):
+        """Motion controls from the next chunk on (any thread)."""
+        self.controls = controls
+
+    def start_recording(self, recorder):
+        """Record the generated frames (those with a camera frame) from now on (any thread)."""
+        with self.lock:
+            if self.recorder is not None:
+                raise LiveError("already_recording", "this stream is already recording; stop that take first")
+            self.recorder = recorder
+
+    def stop_recording(self):
+        """Stop recording; returns the recorder (to close: no frame is added to it any more) or None."""
+        with self.lock:
+            recorder, self.recorder = self.recorder, None
+        return recorder
 
     def submit(self, image, frame_id):
         """Queue one camera frame (already `square_frame`d); the oldest waiting one is dropped when
@@ -121,12 +178,19 @@ class LiveStream:
             self._restart()
         self.target = target
         self.session.models = models
+        if self.session.motion.filter.controls is not self.controls:
+            self.session.motion.set_controls(self.controls)
+        if self.warm_start is None:
+            self.warm_start = self.is_prepared(target)
         frames = to_model_frames([image for _, _, image in chunk], models.device)
         latents = self.session.push(frames)
         images = target.decode(latents).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
         self.in_flight.append([(frame_id, t_in) for frame_id, t_in, _ in chunk])
         now = self.clock()
         self.chunk_ms = (now - t0) * 1e3
+        if self.first_chunk_ms is None:
+            self.first_chunk_ms = self.chunk_ms
+        self.chunks += 1
         self._emit(self.in_flight.popleft(), images, now)
 
     def _restart(self):
@@ -141,10 +205,17 @@ class LiveStream:
                 frame_id, t_in = item
                 latency = (now - t_in) * 1e3
                 self.latencies.append(latency)
+                self._record(image, t_in)
             out.append((frame_id, image, latency))
             self.out_times.append(now)
         self.emitted += len(out)
         self.on_frames(self, out)
+
+    def _record(self, image, t_in):
+        """At the pace performed: each frame at its camera frame's arrival time."""
+        with self.lock:
+            if self.recorder is not None:
+                self.recorder.add(image, t_in)
 
     def stats(self):
         times, lat = list(self.out_times), list(self.latencies)
@@ -157,6 +228,11 @@ class LiveStream:
             "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat else None,
             "latency_ms_max": round(max(lat), 1) if lat else None,
             "chunk_ms": round(self.chunk_ms, 1) if self.chunk_ms is not None else None,
+            "chunks": self.chunks,
+            "first_chunk_ms": round(self.first_chunk_ms, 1) if self.first_chunk_ms is not None else None,
+            "warm_start": self.warm_start,
+            "recording": self.recorder is not None,
+            "controls": vars(self.controls),
         }
 
 
@@ -184,6 +260,8 @@ class LiveEngine:
         self.busy_wait = busy_wait
         self.targets = {}
         self.streams = {}
+        self.prepared = {}  # target name → (warm key, warm-up report)
+        self.jobs = deque()  # device work other than chunks (prepare), run in the worker's turn
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self._ids = itertools.count(1)
@@ -192,9 +270,44 @@ class LiveEngine:
 
     # -- targets -------------------------------------------------------------------------------
     def set_target(self, name, target):
-        """Register (or replace: a new reference is picked up at the next chunk) a target."""
+        """Register (or replace: a new reference is picked up at the next chunk) a target. It stays
+        prepared if the networks and the size are the same."""
+        name = str(name)
         with self.lock:
-            self.targets[str(name)] = target
+            self.targets[name] = target
+            if name in self.prepared and self.prepared[name][0] != target.warm_key:
+                del self.prepared[name]
+        self.wake.set()
+
+    # -- prepare ------------------------------------------------------------------------------------
+    def is_prepared(self, target):
+        with self.lock:
+            return any(key == target.warm_key and self.targets.get(name) is target
+                       for name, (key, _) in self.prepared.items())
+
+    def mark_prepared(self, name, report):
+        name = str(name)
+        with self.lock:
+            self.prepared[name] = (self.targets[name].warm_key, report)
+
+    def prepare(self, name, on_progress=None, on_done=lambda report, error: None, chunks=WARM_CHUNKS):
+        """Warm the target up on the worker, in the device's turn (a host's queue may be running);
+        `on_done(report, None)` or `on_done(None, error)` from the worker thread."""
+        name = str(name)
+        if self.target(name) is None:
+            raise self._unknown(name)
+
+        def job():
+            try:
+                report = warm_up(self._target_of_name(name), chunks, on_progress)
+                self.mark_prepared(name, report)
+            except Exception as e:
+                on_done(None, e)
+            else:
+                on_done(report, None)
+        with self.lock:
+            self.jobs.append(job)
+        self._ensure_worker()
         self.wake.set()
 
     def target(self, name):
@@ -202,17 +315,23 @@ class LiveEngine:
             return self.targets.get(str(name))
 
     # -- streams -------------------------------------------------------------------------------
-    def open(self, target_name, on_frames, on_error=lambda stream, error: None):
+    def _unknown(self, name):
+        known = ", ".join(sorted(self.targets)) or "none yet"
+        return LiveError("no_reference", f"no reference for live node {name!r} (known: {known}); build "
+                                         "the reference in the graph and queue the workflow once, then go live")
+
+    def open(self, target_name, on_frames, on_error=lambda stream, error: None, controls=None):
+        """A new stream on target `target_name`; `controls` (MotionControls) default to the target's."""
         name = str(target_name)
         with self.lock:
             if name not in self.targets:
-                known = ", ".join(sorted(self.targets)) or "none yet"
-                raise LiveError("no_reference", f"no reference for live node {name!r} (known: {known}); build "
-                                                "the reference in the graph and queue the workflow once, then go live")
+                raise self._unknown(name)
             if len(self.streams) >= self.max_streams:
                 raise LiveError("too_many_sessions", f"{len(self.streams)} live sessions are already running (the "
                                                      f"limit is {self.max_streams}); stop one and try again")
-            stream = LiveStream(next(self._ids), name, on_frames, on_error)
+            controls = controls or self.targets[name].settings.controls
+            stream = LiveStream(next(self._ids), name, on_frames, on_error, controls=controls)
+            stream.is_prepared = self.is_prepared
             self.streams[stream.id] = stream
         self._ensure_worker()
         return stream
@@ -223,10 +342,12 @@ class LiveEngine:
             self.streams.pop(stream.id, None)
 
     def _target_of(self, stream):
-        target = self.target(stream.target_name)
+        return self._target_of_name(stream.target_name)
+
+    def _target_of_name(self, name):
+        target = self.target(name)
         if target is None:
-            raise LiveError("no_reference", f"live node {stream.target_name!r} has no reference any more; "
-                                            "queue the workflow again")
+            raise LiveError("no_reference", f"live node {name!r} has no reference any more; queue the workflow again")
         return target
 
     def submit(self, stream, image, frame_id):
@@ -237,7 +358,9 @@ class LiveEngine:
         with self.lock:
             streams = list(self.streams.values())
             targets = sorted(self.targets)
-        return {"streams": [s.stats() for s in streams], "targets": targets, "max_streams": self.max_streams}
+            prepared = {name: report for name, (_, report) in self.prepared.items()}
+        return {"streams": [s.stats() for s in streams], "targets": targets, "max_streams": self.max_streams,
+                "prepared": prepared}
 
     def shutdown(self):
         self._stop = True
@@ -263,9 +386,28 @@ class LiveEngine:
                     return self.streams[i]
         return None
 
+    def _next_job(self):
+        with self.lock:
+            return self.jobs.popleft() if self.jobs else None
+
+    def _run_job(self, job):
+        """A job runs when the device is ours; until then it waits at the head of the line."""
+        with self.turn() as ours:
+            if ours:
+                with torch.inference_mode():
+                    job()
+                return
+        with self.lock:
+            self.jobs.appendleft(job)
+        time.sleep(self.busy_wait)
+
     def _run(self):
         last = 0
         while not self._stop:
+            job = self._next_job()
+            if job is not None:
+                self._run_job(job)
+                continue
             stream = self._next_ready(last)
             if stream is None:
                 self.wake.wait(0.5)

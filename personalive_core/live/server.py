@@ -2,16 +2,26 @@
 
 Routes (under `prefix`, default /personalive):
   GET  {prefix}/status   JSON: every live stream's readouts (received, dropped, emitted, output fps,
-                         latency frame in → frame out) and the targets that can be streamed.
+                         latency frame in → frame out, first and last chunk time, controls, recording),
+                         the targets that can be streamed, which are prepared, the viewers per target.
   GET  {prefix}/live     websocket, one live stream per socket:
-    client → text   {"type": "start", "target": "<name>"}        → {"type": "started", "stream", "size"}
+    client → text   {"type": "start", "target": "<name>", "controls": {...}?} → {"type": "started", "stream", "size"}
     client → binary 4-byte big-endian frame id + one JPEG/PNG/WebP camera frame (any size, centre-cropped)
     server → binary 4-byte frame id (0xFFFFFFFF for warm-up frames) + 4-byte big-endian float32
                     server latency in ms (NaN for warm-up) + one JPEG generated frame
     server → text   {"type": "stats", ...} twice a second; {"type": "error", "code", "message"} on bad input
+    client → text   {"type": "controls", "controls": {"expression", "head_pose", "smoothness"} (any of them)} →
+                    {"type": "controls", "controls": {all three}}: from the next chunk on (motion_controls.py)
+    client → text   {"type": "record", "on": true|false} → {"type": "recording", "file"} when a take starts,
+                    {"type": "recorded", "file", "frames", "seconds"} when it is written (also on stop/close)
+    client → text   {"type": "prepare", "target": "<name>"} (no stream needed) → {"type": "progress", "done",
+                    "total"} per warm-up chunk, then {"type": "prepared", "target", "seconds", "chunk_ms"}
     client → text   {"type": "stop"} (or closing the socket) ends the stream.
+  GET  {prefix}/view/<name>      the output page: only the generated frames of target <name>, full size
+  GET  {prefix}/view/<name>/ws   websocket of that page: one binary JPEG per generated frame, newest only
 Bad input (a frame that is not an image, a wrong size, an oversized message, too many sessions, a
-target without a reference) is answered with an error message; the socket and the server keep serving.
+target without a reference, controls out of range) is answered with an error message; the socket and
+the server keep serving.
 """
 import asyncio
 import json
@@ -21,7 +31,11 @@ import struct
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from ..errors import InputError
+from ..streaming.motion_controls import MotionControls
 from .engine import LiveError
+from .recorder import TakeRecorder
+from .viewers import LatestFrame, Viewers, page
 
 WARMUP_ID = 0xFFFFFFFF
 MAX_MESSAGE = 8 * 2 ** 20  # bytes per camera frame; aiohttp itself closes the socket past twice this
@@ -38,12 +52,16 @@ def decode_image(payload):
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def encode_frame(frame_id, latency_ms, image, quality=90):
+def encode_jpeg(image, quality=90):
     import cv2
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return jpeg.tobytes()
+
+
+def encode_frame(frame_id, latency_ms, jpeg):
     header = struct.pack(">If", WARMUP_ID if frame_id is None else frame_id,
                          math.nan if latency_ms is None else latency_ms)
-    return header + jpeg.tobytes()
+    return header + jpeg
 
 
 class _Outbox:
@@ -70,22 +88,86 @@ async def _send_error(ws, code, message):
         await ws.send_json({"type": "error", "code": code, "message": message})
 
 
+def parse_controls(values, current):
+    """A message's "controls" object → MotionControls: the given values over `current` (LiveError naming
+    a bad value)."""
+    if not isinstance(values, dict):
+        raise LiveError("bad_controls", "controls must be an object such as {\"expression\": 1, \"head_pose\": 1, "
+                                        "\"smoothness\": 0}")
+    try:
+        return MotionControls.from_dict({**vars(current), **values})
+    except InputError as e:
+        raise LiveError("bad_controls", str(e)) from None
+
+
 class LiveSocket:
     """One websocket connection: at most one live stream."""
 
-    def __init__(self, engine, ws, max_message=MAX_MESSAGE):
+    def __init__(self, engine, ws, max_message=MAX_MESSAGE, viewers=None, takes=None):
         self.engine, self.ws, self.max_message = engine, ws, max_message
+        self.viewers, self.takes = viewers or Viewers(), takes
         self.outbox = _Outbox(asyncio.get_running_loop())
         self.stream = None
+        self.take = None  # path of the take being recorded, relative to the takes folder
 
     def _on_frames(self, stream, frames):
         for frame_id, image, latency in frames:
-            self.outbox.put_threadsafe(encode_frame(frame_id, latency, image))
+            jpeg = encode_jpeg(image)
+            self.viewers.publish(stream.target_name, stream.id, jpeg)
+            self.outbox.put_threadsafe(encode_frame(frame_id, latency, jpeg))
 
     def _on_error(self, stream, error):
         code = getattr(error, "code", "stream_failed")
         self.outbox.put_threadsafe({"type": "error", "code": code, "message": f"live stream stopped: {error}"})
+        self.viewers.unfeed(stream.target_name, stream.id)
+        reply = self._finish_take(stream)
+        if reply is not None:
+            self.outbox.put_threadsafe(reply)
         self.stream = None
+
+    def _finish_take(self, stream):
+        """Close the stream's take, if any: the message for the client (None without a take)."""
+        recorder, file = stream.stop_recording(), self.take
+        self.take = None
+        if recorder is None:
+            return None
+        try:
+            result = recorder.close()
+        except RuntimeError as e:
+            return {"type": "error", "code": "recording_failed", "message": str(e)}
+        return {"type": "recorded", "file": file if result["path"] else None, "frames": result["frames"],
+                "seconds": result["seconds"]}
+
+    async def _record(self, on):
+        if self.stream is None:
+            raise LiveError("not_started", "start the stream before recording")
+        if not on:
+            stream = self.stream
+            reply = await asyncio.get_running_loop().run_in_executor(None, self._finish_take, stream)
+            await self.ws.send_json(reply or {"type": "recorded", "file": None, "frames": 0, "seconds": 0.0})
+            return
+        if self.takes is None:
+            raise LiveError("no_recording", "this server has no folder for recorded takes")
+        try:
+            path, file = self.takes.next()
+        except OSError as e:
+            raise LiveError("no_recording", f"cannot create a take file: {e}") from None
+        size = self.engine.target(self.stream.target_name).size
+        self.stream.start_recording(TakeRecorder(path, size))
+        self.take = file
+        await self.ws.send_json({"type": "recording", "file": file})
+
+    def _prepare(self, target):
+        def progress(done, total):
+            self.outbox.put_threadsafe({"type": "progress", "target": target, "done": done, "total": total})
+
+        def done(report, error):
+            if error is not None:
+                self.outbox.put_threadsafe({"type": "error", "code": getattr(error, "code", "prepare_failed"),
+                                            "message": f"prepare failed: {error}"})
+            else:
+                self.outbox.put_threadsafe({"type": "prepared", "target": target, **report})
+        self.engine.prepare(target, progress, done)
 
     async def on_text(self, text):
         try:
@@ -96,14 +178,29 @@ class LiveSocket:
         if kind == "start":
             if self.stream is not None:
                 raise LiveError("already_started", "this socket already streams; send {\"type\": \"stop\"} first")
-            self.stream = self.engine.open(message.get("target"), self._on_frames, self._on_error)
+            controls = None
+            if "controls" in message:
+                target = self.engine.target(message.get("target"))
+                controls = parse_controls(message["controls"], target.settings.controls if target else MotionControls())
+            self.stream = self.engine.open(message.get("target"), self._on_frames, self._on_error, controls)
+            self.viewers.feed(self.stream.target_name, self.stream.id)
             target = self.engine.target(self.stream.target_name)
             await self.ws.send_json({"type": "started", "stream": self.stream.id, "size": target.size})
+        elif kind == "controls":
+            if self.stream is None:
+                raise LiveError("not_started", "start the stream before changing its controls")
+            self.stream.set_controls(parse_controls(message.get("controls"), self.stream.controls))
+            await self.ws.send_json({"type": "controls", "controls": vars(self.stream.controls)})
+        elif kind == "record":
+            await self._record(bool(message.get("on")))
+        elif kind == "prepare":
+            self._prepare(str(message.get("target")))
         elif kind == "stop":
-            self.stop()
+            await self.stop()
             await self.ws.send_json({"type": "stopped"})
         else:
-            raise LiveError("bad_message", f"unknown message type {kind!r}; use 'start' or 'stop'")
+            raise LiveError("bad_message", f"unknown message type {kind!r}; use 'start', 'stop', 'controls', "
+                                           "'record' or 'prepare'")
 
     def on_frame(self, payload):
         if self.stream is None:
@@ -116,10 +213,17 @@ class LiveSocket:
         frame_id = struct.unpack(">I", payload[:4])[0]
         self.engine.submit(self.stream, decode_image(payload[4:]), frame_id)
 
-    def stop(self):
-        if self.stream is not None:
-            self.engine.close(self.stream)
-            self.stream = None
+    async def stop(self):
+        """End the stream at once; then its take, if any, is finished (off the event loop) and announced."""
+        stream, self.stream = self.stream, None
+        if stream is None:
+            return
+        self.engine.close(stream)
+        self.viewers.unfeed(stream.target_name, stream.id)
+        if stream.recorder is not None:
+            reply = await asyncio.get_running_loop().run_in_executor(None, self._finish_take, stream)
+            if reply is not None and not self.ws.closed:
+                await self.ws.send_json(reply)
 
     async def pump(self):
         """Send generated frames, errors and periodic readouts until the socket closes."""
@@ -141,10 +245,10 @@ class LiveSocket:
                     await self.ws.send_json({"type": "stats", **self.stream.stats()})
 
 
-async def live_socket(engine, request, max_message=MAX_MESSAGE):
+async def live_socket(engine, request, max_message=MAX_MESSAGE, viewers=None, takes=None):
     ws = web.WebSocketResponse(max_msg_size=2 * max_message, heartbeat=30)
     await ws.prepare(request)
-    conn = LiveSocket(engine, ws, max_message)
+    conn = LiveSocket(engine, ws, max_message, viewers, takes)
     pump = asyncio.create_task(conn.pump())
     try:
         async for msg in ws:
@@ -158,7 +262,7 @@ async def live_socket(engine, request, max_message=MAX_MESSAGE):
     except ConnectionResetError:
         pass
     finally:
-        conn.stop()
+        await conn.stop()
         pump.cancel()
         # a client gone without a close handshake (or a host cancelling the handler on disconnect)
         # leaves the socket open: its heartbeat timer would hold it, and any half-received
@@ -175,17 +279,63 @@ async def _close_quietly(ws, pump):
     await asyncio.gather(pump, return_exceptions=True)
 
 
-def add_live_routes(routes, engine, prefix="/personalive", max_message=MAX_MESSAGE):
-    """Register the status endpoint and the live websocket on an aiohttp RouteTableDef (or app.router)."""
+async def view_socket(viewers, request):
+    """One output page: the newest generated frame of its target whenever the page can take one."""
+    ws = web.WebSocketResponse(heartbeat=30)
+    await ws.prepare(request)
+    target = request.match_info["target"]
+    slot = LatestFrame(asyncio.get_running_loop())
+    viewers.watch(target, slot)
+    closed = asyncio.create_task(_until_closed(ws))
+    frame = None
+    try:
+        while not ws.closed:
+            frame = asyncio.create_task(slot.get())
+            await asyncio.wait({frame, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not frame.done():
+                break
+            await ws.send_bytes(frame.result())
+    except ConnectionResetError:
+        pass
+    finally:
+        viewers.unwatch(target, slot)
+        for task in (frame, closed):
+            if task is not None:
+                task.cancel()
+        await _close_quietly(ws, closed)
+    return ws
+
+
+async def _until_closed(ws):
+    async for _ in ws:  # a page sends nothing; this notices the close
+        pass
+
+
+def add_live_routes(routes, engine, prefix="/personalive", max_message=MAX_MESSAGE, takes=None):
+    """Register the status endpoint, the live websocket and the output pages on an aiohttp
+    RouteTableDef (or app.router). `takes`: a recorder.TakeFolder for recorded takes (None: no
+    recording). Returns the Viewers hub."""
+    viewers = Viewers()
+
     async def status(request):
-        return web.json_response(engine.stats())
+        return web.json_response({**engine.stats(), "viewers": viewers.counts()})
 
     async def live(request):
-        return await live_socket(engine, request, max_message)
+        return await live_socket(engine, request, max_message, viewers, takes)
 
-    if isinstance(routes, web.RouteTableDef):
-        routes.get(f"{prefix}/status")(status)
-        routes.get(f"{prefix}/live")(live)
-    else:
-        routes.add_get(f"{prefix}/status", status)
-        routes.add_get(f"{prefix}/live", live)
+    async def view(request):
+        target = engine.target(request.match_info["target"])
+        return web.Response(text=page(request.match_info["target"], target.size if target else 512),
+                            content_type="text/html", headers={"Cache-Control": "no-store"})
+
+    async def view_ws(request):
+        return await view_socket(viewers, request)
+
+    handlers = [(f"{prefix}/status", status), (f"{prefix}/live", live), (f"{prefix}/view/{{target}}", view),
+                (f"{prefix}/view/{{target}}/ws", view_ws)]
+    for path, handler in handlers:
+        if isinstance(routes, web.RouteTableDef):
+            routes.get(path)(handler)
+        else:
+            routes.add_get(path, handler)
+    return viewers

@@ -99,9 +99,11 @@ class VideoWriter:
     Timing: `write(frame, time)` puts the frame at `time` (seconds, a Fraction: the driving frame's
     presentation time), so a variable-frame-rate input keeps its timing and its audio stays in
     sync; in the driving stream's `time_base` an exact rate (30000/1001) stays exact. Frames
-    without a time follow the previous one at 1/fps (warm-up frames first, image input)."""
+    without a time follow the previous one at 1/fps (warm-up frames first, image input).
+    `low_latency` (live takes): the encoder holds no frames back (x264 zerolatency: no lookahead),
+    so a crash loses only the last fragment, about a second."""
 
-    def __init__(self, path, fps, size, audio_from=None, crf=18, time_base=None, audio_start=0):
+    def __init__(self, path, fps, size, audio_from=None, crf=18, time_base=None, audio_start=0, low_latency=False):
         import av
         self.path, self.fps, self.audio_from = path, Fraction(fps), audio_from
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
@@ -114,7 +116,7 @@ class VideoWriter:
         self.stream.pix_fmt = "yuv420p"
         self.stream.codec_context.time_base = self.time_base
         # no B-frames: with them the fragmented mp4 (no edit list) starts 2 frames late, off the audio
-        self.stream.options = {"crf": str(crf), "bf": "0"}
+        self.stream.options = {"crf": str(crf), "bf": "0", **({"tune": "zerolatency"} if low_latency else {})}
         self.frames = 0
         self.lead = None  # output time before the first timed frame (warm-up frames)
         self.last_pts, self.end = None, Fraction(0)
