@@ -13,6 +13,7 @@ from comfy_api.latest import io
 from personalive_core.streaming.history import KeyframeSettings
 from personalive_core.models.loader import PERSONALIVE_FILES, PersonaLiveModels
 from personalive_core.models.preprocess import vae_pixels_from_tensor
+from personalive_core.streaming.motion_controls import MotionControls
 from personalive_core.streaming.session import Settings
 
 CATEGORY = "PersonaLive"
@@ -199,11 +200,36 @@ def keyframe_inputs():
     ]
 
 
-def stream_settings(keyframe_threshold, max_keyframes):
-    return Settings(keyframes=KeyframeSettings(threshold=keyframe_threshold, max_keyframes=max_keyframes))
+def stream_settings(keyframe_threshold, max_keyframes, controls=None):
+    return Settings(keyframes=KeyframeSettings(threshold=keyframe_threshold, max_keyframes=max_keyframes),
+                    controls=controls or MotionControls())
 
 
 def expect(value, cls, name, source):
     """Refuse a socket value that is not the output of node `source`."""
     if not isinstance(value, cls):
         raise ValueError(f"{name}: expected the output of '{source}', got {type(value).__name__}")
+
+
+# -- motion controls (extract motion, render video, live) ------------------------------------------
+def motion_control_inputs():
+    """Expression / head-pose strength and smoothing (personalive_core.streaming.motion_controls)."""
+    return [
+        io.Float.Input("expression", default=1.0, min=0.0, max=2.0, step=0.05,
+                       tooltip="Expression strength α: the face-motion tokens become reference + α·(driving − "
+                               "reference). 1 = as driven (official), 0 = the reference's own expression, above 1 "
+                               "exaggerates."),
+        io.Float.Input("head_pose", default=1.0, min=0.0, max=2.0, step=0.05,
+                       tooltip="Head-pose strength β on the 3D keypoints: rotation and translation become "
+                               "reference + β·(driving − reference) (translation relative to the first driving "
+                               "frame). 1 = as driven (official), 0 = the head stays in the reference pose while "
+                               "the expression still follows."),
+        io.Float.Input("smoothness", default=0.0, min=0.0, max=1.0, step=0.05,
+                       tooltip="Temporal smoothing of head pose and expression (causal one-euro filter, so it "
+                               "works live): 0 = off, 0.5 removes about half the jitter with a lag of about 1 "
+                               "frame, 1 = strongest (lag up to about 4 frames on slow motion)."),
+    ]
+
+
+def motion_controls(expression=1.0, head_pose=1.0, smoothness=0.0):
+    return MotionControls(expression, head_pose, smoothness)

@@ -1,5 +1,8 @@
 """PersonaLive Live: the reference built in the graph becomes a live target that the node's widget
-(web/js/personalive_live.js) streams a webcam through, over /personalive/live on the host's server."""
+(web/js/personalive_live.js) streams a webcam through, over /personalive/live on the host's server.
+Output pages (/personalive/view/<node id>) and recorded takes (output/PersonaLive/live_NNNNN_.mp4)
+are served by the same routes; the node layer only hands the core ComfyUI's output folder."""
+import logging
 import os
 import sys
 import threading
@@ -7,15 +10,20 @@ from contextlib import contextmanager
 
 import torch
 
+import comfy.utils
+import folder_paths
 from comfy_api.latest import io
 
-from personalive_core.live.engine import LiveEngine, LiveTarget
+from personalive_core.live.engine import LiveEngine, LiveTarget, warm_up
+from personalive_core.live.recorder import TakeFolder
 
 from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
-                     keyframe_inputs, load_networks, stream_settings)
+                     keyframe_inputs, load_networks, model_info, motion_control_inputs, motion_controls,
+                     stream_settings)
 from .host_models import check_vae, unscale, vae_decode
 
 MAX_SESSIONS = int(os.environ.get("PERSONALIVE_LIVE_MAX_SESSIONS", "2"))
+TAKE_PREFIX = "PersonaLive/live"  # recorded takes: output/PersonaLive/live_00001_.mp4, …
 
 
 class QueueTurn:
@@ -56,21 +64,34 @@ def make_engine():
     engine = LiveEngine(max_streams=MAX_SESSIONS, turn=turn)
     if server is not None:
         from personalive_core.live.server import add_live_routes
-        add_live_routes(server.routes, engine)
+        add_live_routes(server.routes, engine, takes=TakeFolder(folder_paths.get_output_directory(), TAKE_PREFIX))
     return engine
 
 
 ENGINE = make_engine()
 
 
-def host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes):
+def host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes, controls=None):
     """A live target on the host's model management: networks (re)loaded through `load_models_gpu`
     before every chunk (the same ModelPatcher as the sampler: no second copy of the weights) and
     frames decoded by the graph's VAE."""
     size = reference.size
-    settings = stream_settings(keyframe_threshold, max_keyframes)
+    settings = stream_settings(keyframe_threshold, max_keyframes, controls)
     return LiveTarget(prepare=lambda: load_networks(model, size), reference=reference.reference,
-                      decode=lambda latents: vae_decode(vae, unscale(latents)), seed=seed, settings=settings)
+                      decode=lambda latents: vae_decode(vae, unscale(latents)), seed=seed, settings=settings,
+                      model_key=model_info(model).key)
+
+
+def prepare_target(name, target):
+    """Prepare on the prompt's own thread (the live worker waits while a prompt runs), with the node's
+    progress bar; skipped when this node is already prepared for these networks and this size."""
+    if ENGINE.is_prepared(target):
+        return
+    bar = comfy.utils.ProgressBar(1)
+    report = warm_up(target, on_progress=lambda done, total: bar.update_absolute(done, total))
+    ENGINE.mark_prepared(name, report)
+    logging.info(f"PersonaLive Live {name}: prepared at {target.size}² in {report['seconds']:.1f} s "
+                 f"(chunks {report['chunk_ms']} ms)")
 
 
 class PersonaLiveLive(io.ComfyNode):
@@ -82,7 +103,9 @@ class PersonaLiveLive(io.ComfyNode):
             category=CATEGORY,
             description="Live webcam animation. Queue the workflow once to hand this node its reference, then press "
                         "Start in the node: the browser's camera drives the portrait and the generated frames show "
-                        "next to it. Queue again with another reference to swap it while live.",
+                        "next to it. Queue again with another reference to swap it while live. Expression, head "
+                        "pose and smoothness apply while live. 'Output page' opens the generated frames alone "
+                        "(for an OBS Browser Source); 'Record' writes the take to output/PersonaLive/.",
             is_output_node=True,
             inputs=[
                 PersonaLiveModel.Input("model", tooltip="From 'Load PersonaLive Model'."),
@@ -92,6 +115,12 @@ class PersonaLiveLive(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the noise stream; a stream restarts from it on a new reference."),
                 *keyframe_inputs(),
+                *motion_control_inputs(),
+                io.Boolean.Input("prepare", default=True,
+                                 tooltip="Warm up when queued: load the networks, run a few chunks of the reference "
+                                         "at the live size (compiling them if the model is compiled), so the first "
+                                         "live chunk after Start is as fast as the rest. Done once per model and "
+                                         "size; the Prepare button in the node does the same without queueing."),
             ],
             outputs=[],
             hidden=[io.Hidden.unique_id],
@@ -99,10 +128,15 @@ class PersonaLiveLive(io.ComfyNode):
 
     @classmethod
     @torch.no_grad()
-    def execute(cls, model, reference, vae, seed, keyframe_threshold=17.0, max_keyframes=3) -> io.NodeOutput:
+    def execute(cls, model, reference, vae, seed, keyframe_threshold=17.0, max_keyframes=3, expression=1.0,
+                head_pose=1.0, smoothness=0.0, prepare=True) -> io.NodeOutput:
         expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
         check_compatible(model, reference)
         check_vae(vae)
         name = str(cls.hidden.unique_id)
-        ENGINE.set_target(name, host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes))
+        target = host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes,
+                             motion_controls(expression, head_pose, smoothness))
+        ENGINE.set_target(name, target)
+        if prepare:
+            prepare_target(name, target)
         return io.NodeOutput(ui={"personalive_live": [{"target": name, "size": reference.size}]})

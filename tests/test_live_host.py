@@ -241,3 +241,95 @@ def test_templates_browser_shows_titles_and_thumbnails(host):
             os.makedirs(ARTIFACTS, exist_ok=True)
             page.screenshot(path=os.path.join(ARTIFACTS, f"templates_{version}.png"))
             browser.close()
+
+
+def test_prepare_output_page_and_a_recorded_take(host, tmp_path):
+    """As a user, classic canvas: queue with the node's prepare option off, press Prepare and wait for it,
+    Start, open the output page in a second tab (it shows generated frames while the widget streams),
+    record a take, stop. The take is a playable mp4 in output/PersonaLive/ whose frames and duration are
+    the recorded ones; the stream reports that its first chunk ran on prepared networks. First and steady
+    chunk times are printed (measurements, not assertions)."""
+    if not os.path.isfile(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's 'chromium' package or set CHROMIUM")
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (driver only)")
+    import av
+    camera = str(tmp_path / "camera.y4m")
+    write_y4m(camera, camera_frames(60, 320, 240))
+    args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}"]
+    with open(LIVE) as f:
+        workflow = json.load(f)
+    (live_id,) = [n["id"] for n in workflow["nodes"] if n["type"] == "PersonaLiveLive"]
+    settings = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
+    if "vue" in RENDERINGS:
+        settings["Comfy.VueNodes.Enabled"] = False
+    for setting, value in settings.items():
+        post_setting(host, setting, value)
+    widget = ".personalive-live"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        logs = []
+        page.on("console", lambda m: logs.append(m.text))
+        page.on("pageerror", lambda e: logs.append(f"page error: {e} {e.stack}"))
+        page.goto(host.url, wait_until="domcontentloaded")
+        page.wait_for_function("() => window.app && window.app.graph && window.app.extensionManager", timeout=120_000)
+        page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+        page.evaluate("(size) => { for (const n of window.app.graph._nodes) for (const w of n.widgets || []) {"
+                      "if (w.name === 'size') w.value = size; if (w.name === 'prepare') w.value = false; } }", SIZE)
+        page.locator(f"{widget} .pl-start").wait_for(state="visible", timeout=60_000)
+        before = len(host.get("/history"))
+        page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+        wait_for_new_history(host, before, page, logs)
+        assert str(live_id) not in host.get("/personalive/status")["prepared"]  # the option was off
+
+        def wait(condition, what, timeout=180_000):
+            try:
+                page.wait_for_function(condition, timeout=timeout)
+            except playwright.TimeoutError:
+                page.screenshot(path=os.path.join(ARTIFACTS, "live_controls_failure.png"))
+                raise AssertionError(f"{what}: readout {page.inner_text(f'{widget} .pl-readout')!r}, note "
+                                     f"{page.inner_text(f'{widget} .pl-note')!r}, status "
+                                     f"{host.get('/personalive/status')}, console {logs[-20:]}\n{host.tail(30)}")
+        page.locator(f"{widget} .pl-prepare").click()
+        wait(f"() => document.querySelector('{widget}').dataset.prepared === 'true'", "Prepare never finished")
+        prepared = host.get("/personalive/status")["prepared"][str(live_id)]
+        page.locator(f"{widget} .pl-fps").fill("8")
+        page.locator(f"{widget} .pl-start").click()
+        viewer = browser.new_page(viewport={"width": 320, "height": 320})
+        viewer.goto(f"{host.url}/personalive/view/{live_id}", wait_until="domcontentloaded")
+        viewer.wait_for_function("() => Number(document.body.dataset.frames) >= 8", timeout=180_000)
+        lit = viewer.evaluate("() => { const c = document.querySelector('canvas'); const d = c.getContext('2d')"
+                              ".getImageData(0, 0, c.width, c.height).data; let s = 0; for (const v of d) s += v; "
+                              "return [c.width, s / d.length]; }")
+        page.locator(f"{widget} .pl-record").click()
+        wait(f"() => document.querySelector('{widget} .pl-note').textContent.startsWith('recording')",
+             "the take never started")
+        emitted = next(s for s in host.get("/personalive/status")["streams"] if s["target"] == str(live_id))["emitted"]
+        for _ in range(300):  # two more chunks of generated frames into the take
+            stream = next(s for s in host.get("/personalive/status")["streams"] if s["target"] == str(live_id))
+            if stream["emitted"] >= emitted + 8:
+                break
+            page.wait_for_timeout(500)
+        page.locator(f"{widget} .pl-record").click()
+        wait(f"() => document.querySelector('{widget}').dataset.take", "the take was never written")
+        take = page.evaluate(f"() => ({{...document.querySelector('{widget}').dataset}})")
+        page.screenshot(path=os.path.join(ARTIFACTS, "live_controls_page.png"))
+        viewer.screenshot(path=os.path.join(ARTIFACTS, "live_output_page.png"))
+        page.locator(f"{widget} .pl-start").click()  # stop
+        browser.close()
+    assert lit[0] == SIZE and lit[1] > 1, lit  # the output page drew generated frames at the live size
+    assert prepared["chunks"] >= 4, prepared
+    assert stream["warm_start"] is True, stream  # its first chunk ran after Prepare had finished
+    print(f"\nprepare: {prepared}; first live chunk {stream['first_chunk_ms']} ms, last {stream['chunk_ms']} ms")
+    path = os.path.join(host.base, "output", take["take"])
+    assert take["take"].startswith("PersonaLive/live_") and take["take"].endswith("_.mp4")
+    with av.open(path) as c:
+        times = [f.time for f in c.decode(video=0)]
+    frames, seconds = int(take["takeFrames"]), float(take["takeSeconds"])
+    assert frames >= 8 and len(times) == frames, (frames, times)
+    assert times[0] == 0 and abs(times[-1] - seconds) <= 1e-3 * frames, (times, seconds)
+    ours = [line for line in logs if "personalive" in line.lower()]
+    assert not ours, ours
