@@ -1,6 +1,7 @@
 """Motion controls: expression strength α, head-pose strength β, one-euro smoothing."""
 import dataclasses
 import math
+import os
 
 import numpy as np
 import pytest
@@ -26,8 +27,10 @@ def reference(tiny_models, reference_image):
 
 class LivelyExtractor(MotionExtractor):
     """The tiny extractor, but its head turns with the bright blob of `moving_frames` (the random one
-    hardly reacts to its input): yaw/pitch up to ±30° and translation ±0.1 from the blob's centroid,
-    as head-pose bin logits peaked at that angle, so the real decoding runs."""
+    hardly reacts to its input): yaw/pitch up to ±30° and translation ±0.04 from the blob's centroid,
+    as head-pose bin logits peaked at that angle, so the real decoding runs; canonical keypoints spread
+    over a ball of radius 0.5 (the random ones bunch up), so a turn shows in the drawings."""
+    CANONICAL = (torch.rand(1, 63, generator=torch.Generator().manual_seed(7)) - 0.5)
 
     def forward(self, x):
         out = super().forward(x)
@@ -37,7 +40,8 @@ class LivelyExtractor(MotionExtractor):
         cy = (blob.sum(2) * side).sum(1) / blob.sum((1, 2)) - 0.5
         bins = self.idx_tensor * 3 - 96  # bin centres (degrees) as the decoding weighs them
         logits = lambda deg: -((bins - deg[:, None]) / 3) ** 2 / 2  # noqa: E731
-        return dict(out, yaw=logits(60 * cx), pitch=logits(60 * cy), roll=logits(20 * cx),
+        kp = self.CANONICAL.expand(x.shape[0], -1).to(out["kp"].dtype)
+        return dict(out, yaw=logits(150 * cx), pitch=logits(150 * cy), roll=logits(50 * cx), kp=kp,
                     t=torch.stack([0.2 * cx, 0.2 * cy, torch.zeros_like(cx)], dim=1).to(out["t"].dtype))
 
 
@@ -238,3 +242,63 @@ def test_unknown_controls_are_refused():
     with pytest.raises(InputError, match="unknown motion control"):
         MotionControls.from_dict({"exprssion": 1.0})
     assert MotionControls.from_dict({"head_pose": 0}) == MotionControls(1.0, 0.0, 0.0)
+
+
+# -- stills for the docs --------------------------------------------------------------------------
+ARTIFACTS = os.environ.get("PERSONALIVE_TEST_ARTIFACTS", os.path.join(os.path.dirname(__file__), "artifacts"))
+
+
+def strip(images, scale=2):
+    """uint8 (H, W, 3) images → one row, each enlarged `scale`× (nearest), 2-pixel grey gaps."""
+    gap = np.full((images[0].shape[0] * scale, 2, 3), 96, np.uint8)
+    cells = [np.kron(i, np.ones((scale, scale, 1), np.uint8)) for i in images]
+    return np.concatenate([c for cell in cells for c in (cell, gap)][:-1], axis=1)
+
+
+def blob_frame(cx, cy, size=SIZE):
+    """A `moving_frames` picture with its blob at (cx, cy)."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.02)
+    return np.clip(np.stack([blob, xx, yy], -1) * 200, 0, 255).astype(np.uint8)
+
+
+def keypoint_images(chunks, size=SIZE * 2):
+    from personalive_core.models.keypoints import draw_keypoints
+    kps = torch.cat([c.keypoints[-4:] for c in chunks])
+    return [(k.permute(1, 2, 0).numpy() * 255).astype(np.uint8) for k in draw_keypoints(kps, size)]
+
+
+def test_stills_for_the_docs(lively, tiny_models, reference):
+    """Before/after stills (tests/artifacts/controls_*.png; the docs/ copies come from here): rendered
+    frames at α = 1 and 0 (tiny random weights animate little), and the keypoints the pose guider sees
+    at β = 1 and 0 and with smoothing (where the effect shows even with random weights)."""
+    from PIL import Image
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    frames = moving_frames(16)
+    picks = [0, 5, 10, 15]
+    rows = {}
+    for alpha in (1.0, 0.0):
+        out = list(render_stream(tiny_models, reference, frames, seed=1,
+                                 settings=Settings(controls=MotionControls(expression=alpha))))
+        rows[alpha] = strip([frames[i] for i in picks] + [(out[i] * 255).round().astype(np.uint8) for i in picks])
+    assert not np.array_equal(rows[1.0], rows[0.0])
+    Image.fromarray(np.concatenate([rows[1.0], np.full((4, rows[1.0].shape[1], 3), 96, np.uint8), rows[0.0]]))\
+        .save(os.path.join(ARTIFACTS, "controls_expression.png"))
+    kp = {}
+    for beta in (1.0, 0.0):
+        _, chunks = motion_chunks(lively, reference, MotionControls(head_pose=beta), frames=frames)
+        kp[beta] = keypoint_images(chunks)
+    assert all(np.array_equal(k, kp[0.0][0]) for k in kp[0.0]) and not np.array_equal(kp[1.0][0], kp[1.0][-1])
+    Image.fromarray(np.concatenate([strip([kp[1.0][i] for i in picks], 1), np.full((4, 4 * SIZE * 2 + 6, 3), 96,
+                                                                               np.uint8),
+                                    strip([kp[0.0][i] for i in picks], 1)])).save(
+        os.path.join(ARTIFACTS, "controls_head_pose.png"))
+    # smoothing: a driver holding still but jittering, the keypoints of 16 frames (after the first 16) overlaid
+    rng = np.random.default_rng(0)
+    jitter = [blob_frame(0.6 + dx, 0.45 + dy) for dx, dy in rng.normal(0, 0.05, (32, 2))]
+    trails = []
+    for s in (0.0, 1.0):
+        _, chunks = motion_chunks(lively, reference, MotionControls(smoothness=s), frames=jitter)
+        trails.append(np.max(keypoint_images(chunks[4:]), axis=0))
+    assert (trails[1] > 0).sum() < (trails[0] > 0).sum()  # the smoothed points cover less ground
+    Image.fromarray(strip(trails, 1)).save(os.path.join(ARTIFACTS, "controls_smoothness.png"))
