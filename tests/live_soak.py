@@ -45,7 +45,7 @@ MAX_MESSAGE = 64 * 1024
 CAMERA = (240, 320)  # camera frame (h, w) the clients send
 FRAME_TIMEOUT = 120  # s an admitted session may wait for one chunk's frames before it counts as starved
 BEHAVIOURS = {"stream": 5, "garbage": 2, "oversized": 1, "abort_mid_chunk": 2, "abort_mid_message": 1,
-              "not_websocket": 1, "flood_no_read": 1, "silent": 1}
+              "not_websocket": 1, "flood_no_read": 1, "silent": 1, "viewer": 1}
 
 
 def rss_mib():
@@ -177,7 +177,12 @@ class Soak:
                      (ws.send_json, {"type": "dance"}, "bad_message"),
                      (ws.send_bytes, b"\x00\x01", "bad_frame" if started else "not_started"),
                      (ws.send_bytes, struct.pack(">I", 2) + self.tiny_png, "bad_size" if started else "not_started"),
-                     (ws.send_bytes, bytes(MAX_MESSAGE + 10), "too_large" if started else "not_started")]
+                     (ws.send_bytes, bytes(MAX_MESSAGE + 10), "too_large" if started else "not_started"),
+                     (ws.send_json, {"type": "controls", "controls": "loud"}, "bad_controls" if started else
+                      "not_started"),
+                     (ws.send_json, {"type": "controls", "controls": {"expression": 1e9}}, "bad_controls" if started
+                      else "not_started"),
+                     (ws.send_json, {"type": "record", "on": True}, "no_recording" if started else "not_started")]
             for send, payload, code in self.rng.sample(cases, len(cases)):
                 await send(payload)
                 self.count["messages"] += 1
@@ -226,6 +231,24 @@ class Soak:
             if self.rng.random() < 0.5:
                 await self._start(ws, client)
             await asyncio.sleep(self.rng.random() * 2)
+
+    async def viewer(self, http, client):
+        """An output page: takes what frames come for a while, then leaves (closing or reset)."""
+        ws = await http.ws_connect(self.base + f"personalive/view/{self.target}/ws")
+        end = time.monotonic() + self.rng.random() * 2
+        while (left := end - time.monotonic()) > 0:
+            try:
+                msg = await ws.receive(timeout=left)
+            except asyncio.TimeoutError:
+                break
+            if msg.type != WSMsgType.BINARY:
+                break
+            self.count["frames_viewed"] += 1
+        if self.rng.random() < 0.5:
+            _abort(ws)
+            self.count["aborted"] += 1
+        else:
+            await ws.close()
 
     async def abort_mid_message(self, http, client):
         """A frame message just under the hard limit, cut off after three quarters: whatever the
@@ -353,7 +376,7 @@ def run_soak(make_target, clients=12, max_sessions=3, seconds=20.0, seed=0, chun
 
     async def main():
         app = web.Application()
-        add_live_routes(app.router, engine, max_message=MAX_MESSAGE)
+        viewers = add_live_routes(app.router, engine, max_message=MAX_MESSAGE)
         runner = web.AppRunner(app, handler_cancellation=handler_cancellation)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)  # loopback only
@@ -369,6 +392,7 @@ def run_soak(make_target, clients=12, max_sessions=3, seconds=20.0, seed=0, chun
         sampler = asyncio.create_task(sample())
         try:
             await soak.clean_stream("first")
+            report["rss_mib_begin"], report["traced_mib_begin"] = quiet_measure()
             t0 = time.monotonic()
             # phase 1: a third of the time, then the first quiet measurement; phase 2: the rest
             for phase, share in (("start", 1 / 3), ("end", 2 / 3)):
@@ -390,6 +414,7 @@ def run_soak(make_target, clients=12, max_sessions=3, seconds=20.0, seed=0, chun
             report["peak_rss_mib"] = peak[0]
             # well before aiohttp's heartbeat (30 s) would release a socket left open
             report["sockets_alive"] = await wait_until(sockets_alive, lambda n: n == 0, timeout=10)
+            report["viewers_left"] = sum(viewers.counts().values())
         finally:
             sampler.cancel()
             unwatch()

@@ -26,7 +26,7 @@ def test_soak_many_misbehaving_clients(tiny_models, reference_image, handler_can
     assert all(r[f"round_{name}"] > 0 for name in BEHAVIOURS), r
     assert r["refused"] > 0 and r["admitted"] > r["max_sessions"]
     assert r["error_not_started"] + r["error_bad_message"] > 0 and r["closed_1009"] > 0 and r["closed_protocol"] > 0
-    assert r["streams_alive"] == r["sessions_alive"] == r["sockets_alive"] == r["tasks_left"] == 0
+    assert r["streams_alive"] == r["sessions_alive"] == r["sockets_alive"] == r["viewers_left"] == r["tasks_left"] == 0
     assert r["threads_during"] == ["personalive-live"] and r["threads_after_shutdown"] == []
     assert r["traced_mib_end"] - r["traced_mib_start"] < TRACED_GROWTH_MIB, r
     assert r["rss_mib_end"] - r["rss_mib_start"] < RSS_GROWTH_MIB, r
