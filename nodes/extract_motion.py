@@ -7,15 +7,16 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
-from personalive_core.streaming.hybrid_motion import WARMUP, HybridMotion
+from personalive_core.media.driving import DrivingSource
+from personalive_core.media.footage import Reframer
 from personalive_core.models.keypoints import draw_keypoints
+from personalive_core.streaming.hybrid_motion import HybridMotion
 from personalive_core.streaming.reference import Reference
-from personalive_core.streaming.render import Padding, chunks_needed, to_model_frames
+from personalive_core.streaming.render import chunks_needed, driving_chunks, to_model_frames
 from personalive_core.streaming.window import CHUNK
 
 from .common import (CATEGORY, RESIZE_MODES, MotionBundle, PersonaLiveModel, PersonaLiveMotion, load_networks,
                      model_info, reference_inputs, to_image)
-from .driving import DrivingSource
 from .encode_reference import RESIZE_TOOLTIP, SIZE_TOOLTIP
 
 PREVIEWS = ["keypoints", "side by side", "none"]
@@ -91,48 +92,28 @@ class PersonaLiveExtractMotion(io.ComfyNode):
             raise ValueError(f"preview {preview!r}: use one of {PREVIEWS}")
         _, pixels, cond, fingerprint = reference_inputs(reference_image, size, resize)
         info = model_info(model)
-        source = DrivingSource(driving_images, driving_video)
+        if (driving_images is None) == (driving_video is None):
+            raise ValueError("connect exactly one driving input: 'driving_images' (an IMAGE batch, e.g. from "
+                             "'Get Video Components') or 'driving_video' (a VIDEO from 'Load Video')")
+        source = DrivingSource(driving_images, max_frames, "driving_images") if driving_video is None else \
+            DrivingSource(driving_video, max_frames, "driving_video")
         m = load_networks(model, size)
         reference = Reference(pixels[0].to(m.device, m.dtype), cond.to(m.device, m.motion_extractor.dtype) / 2 + 0.5,
                               None, None, {})
         motion = HybridMotion(m.motion_extractor, m.motion_encoder, reference)
-        estimate = source.estimate
-        if estimate is not None and max_frames:
-            estimate = min(estimate, max_frames)
-        total_chunks = chunks_needed(estimate) if estimate else 0
+        total_chunks = chunks_needed(source.estimate) if source.estimate else 0
         bar = comfy.utils.ProgressBar(max(total_chunks, 1))
         chunks, previews = [], []
-
-        def push(frames_u8, real):
+        for chunk in driving_chunks(Reframer(size).driving(source)):
             mm.throw_exception_if_processing_interrupted()
-            chunk = motion(to_model_frames(frames_u8, m.device)).to("cpu")
-            chunks.append(chunk)
-            if preview != "none" and real:
-                previews.append(render_preview(chunk, frames_u8[:real], size, preview))
+            motion_chunk = motion(to_model_frames(chunk.frames, m.device)).to("cpu")
+            chunks.append(motion_chunk)
+            if preview != "none" and chunk.real:
+                previews.append(render_preview(motion_chunk, chunk.frames[:chunk.real], size, preview))
             bar.update_absolute(len(chunks), max(total_chunks, len(chunks) + 1))
-
-        padding, pending, total = Padding(), [], 0
-        for frame in source.frames(size, max_frames):
-            padding.add(frame)
-            pending.append(frame)
-            total += 1
-            if len(pending) == CHUNK:
-                push(pending, CHUNK)
-                pending = []
-        if total == 0:
-            raise ValueError("the driving input has no frames")
-        while len(chunks) * CHUNK < WARMUP + total:  # flush the window with mirrored driving frames
-            real = len(pending)
-            while len(pending) < CHUNK:
-                pending.append(padding.next())
-            push(pending, real)
-            pending = []
         bar.update_absolute(len(chunks), len(chunks))
 
-        audio = source.read_audio()
-        if audio is not None and max_frames and total == max_frames:
-            keep = int(round(total / source.fps * audio["sample_rate"]))
-            audio = {**audio, "waveform": audio["waveform"][..., :keep]}
+        audio = source.audio()
         shown = to_image(torch.cat(previews)) if previews else torch.zeros((1, 64, 64, 3))
-        bundle = MotionBundle(chunks, total, size, fingerprint, info.key, source.fps)
+        bundle = MotionBundle(chunks, source.read, size, fingerprint, info.key, float(source.fps))
         return io.NodeOutput(bundle, shown, float(source.fps), audio)

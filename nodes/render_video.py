@@ -10,9 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
-from fractions import Fraction
 
-import numpy as np
 import torch
 
 import comfy.model_management as mm
@@ -20,102 +18,20 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import InputImpl, io, ui
 
-from personalive_core.media.output import Output
+from personalive_core.media.driving import DrivingSource, image_to_uint8
 from personalive_core.media.face_crop import DEFAULT_SCALE
-from personalive_core.media.footage import Reframer
-from personalive_core.streaming.render import chunks_needed, render_stream
-from personalive_core.media.video_io import to_uint8
+from personalive_core.media.footage import CROP_MODES, PASTE_TARGETS, Reframer, render_footage
+from personalive_core.media.output import Output
+from personalive_core.streaming.render import chunks_needed
 
 from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
                      keyframe_inputs, load_networks, stream_settings)
 from .face_crop import FaceCrops, PersonaLiveCrop
 from .host_models import check_vae, unscale, vae_decode
 
-DEFAULT_FPS = Fraction(25)
 PREVIEW_SIZE = 512
-DRIVING_CROPS = ["center", "auto"]
-PASTE_TARGETS = ["none", "reference", "driving"]
 
 
-# -- the driving VIDEO, frame by frame ------------------------------------------------------------
-def write_wav(audio, path):
-    """ComfyUI AUDIO ({"waveform": (B, C, S), "sample_rate"}) → 16-bit WAV (first item, ≤ 2 channels)."""
-    import av
-    wave = audio["waveform"][0].float().clamp(-1, 1).cpu().numpy()
-    if wave.shape[0] > 2:
-        wave = wave[:2]
-    rate = int(audio["sample_rate"])
-    layout = "mono" if wave.shape[0] == 1 else "stereo"
-    with av.open(path, "w") as c:
-        stream = c.add_stream("pcm_s16le", rate=rate, layout=layout)
-        for start in range(0, wave.shape[1], 4096):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start:start + 4096]), format="fltp",
-                                               layout=layout)
-            frame.sample_rate, frame.pts = rate, start
-            for packet in stream.encode(frame):
-                c.mux(packet)
-        for packet in stream.encode():
-            c.mux(packet)
-    return path
-
-
-class DrivingVideo:
-    """Iterate uint8 (H, W, 3) frames of a VIDEO: decoded lazily from the file of a VideoFromFile,
-    else taken from its components. `fps`, `frames` (count if known), `audio_path` (a file holding
-    the driving audio, or None)."""
-
-    def __init__(self, video, scratch):
-        self.images, self.path, self.audio_path, self.frames = None, None, None, None
-        source = video.get_stream_source() if type(video).__name__ == "VideoFromFile" else None
-        if source is None:
-            parts = video.get_components()
-            self.images = parts.images
-            self.fps = Fraction(parts.frame_rate) if parts.frame_rate else DEFAULT_FPS
-            self.frames = int(self.images.shape[0])
-            if parts.audio is not None and parts.audio["waveform"].numel():
-                self.audio_path = write_wav(parts.audio, os.path.join(scratch, "audio.wav"))
-            return
-        if not isinstance(source, str):  # in-memory file: put it on disk once, PyAV reads it twice
-            path = os.path.join(scratch, "driving.mp4")
-            source.seek(0)
-            with open(path, "wb") as f:
-                shutil.copyfileobj(source, f)
-            source = path
-        self.path = source
-        import av
-        try:
-            with av.open(source) as c:
-                if not c.streams.video:
-                    raise ValueError(f"video: {source} has no video stream")
-                v = c.streams.video[0]
-                self.fps = Fraction(v.average_rate) if v.average_rate else DEFAULT_FPS
-                self.frames = v.frames or (round(c.duration / 1e6 * self.fps) if c.duration else None)
-                if c.streams.audio:
-                    self.audio_path = source
-        except ValueError:
-            raise
-        except Exception as e:
-            raise ValueError(f"video: cannot open {source}: {e}") from e
-
-    def __iter__(self):
-        if self.images is not None:
-            for i in range(self.images.shape[0]):
-                yield to_uint8(self.images[i, ..., :3].float().cpu().numpy())
-            return
-        import av
-        with av.open(self.path) as c:
-            for frame in c.decode(video=0):
-                yield frame.to_ndarray(format="rgb24")
-
-
-def _limited(frames, limit):
-    for i, frame in enumerate(frames):
-        if limit and i >= limit:
-            return
-        yield frame
-
-
-# -- the node -------------------------------------------------------------------------------------
 class PersonaLiveRenderVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -138,11 +54,11 @@ class PersonaLiveRenderVideo(io.ComfyNode):
                                                 "file is decoded one frame at a time."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the noise stream (one CPU generator, as the core CLI)."),
-                io.Combo.Input("crop", options=DRIVING_CROPS, default="center",
+                io.Combo.Input("crop", options=list(CROP_MODES), default="center",
                                tooltip="How driving frames become square: 'center' = centred square, resized; "
                                        "'auto' = the square around the tracked, smoothed face (any framing, any "
                                        "aspect). Frames without a face reuse the last box and are logged."),
-                io.Combo.Input("paste_into", options=PASTE_TARGETS, default="none",
+                io.Combo.Input("paste_into", options=list(PASTE_TARGETS), default="none",
                                tooltip="'none': output the generated squares. 'reference': paste every frame "
                                        "back into the original reference picture (connect reference_crop and "
                                        "reference_image). 'driving': paste into the original driving frames "
@@ -177,16 +93,11 @@ class PersonaLiveRenderVideo(io.ComfyNode):
         expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
         check_compatible(model, reference)
         check_vae(vae)
-        if crop not in DRIVING_CROPS:
-            raise ValueError(f"crop {crop!r}: use one of {DRIVING_CROPS}")
-        if paste_into not in PASTE_TARGETS:
-            raise ValueError(f"paste_into {paste_into!r}: use one of {PASTE_TARGETS}")
         if paste_into == "driving" and crop != "auto":
             raise ValueError("paste_into 'driving' needs crop 'auto' (the paste-back warps the driving face crops "
                              "back into their frames)")
         size = reference.size
-        reframer = Reframer(size, "auto" if crop == "auto" else "none", paste_into, scale=crop_scale,
-                            feather=feather, log=logging.warning)
+        reframer = Reframer(size, crop, paste_into, scale=crop_scale, feather=feather, log=logging.warning)
         if paste_into == "reference":
             if not isinstance(reference_crop, FaceCrops) or reference_image is None:
                 raise ValueError("paste_into 'reference' needs 'reference_crop' (crop_info of 'PersonaLive Crop "
@@ -194,7 +105,7 @@ class PersonaLiveRenderVideo(io.ComfyNode):
             if len(reference_crop) != 1 or reference_image.shape[0] != 1:
                 raise ValueError(f"reference_crop / reference_image: expected one picture, got "
                                  f"{len(reference_crop)} crop infos and {reference_image.shape[0]} images")
-            reframer.set_reference_crop(to_uint8(reference_image[0, ..., :3].float().cpu().numpy()),
+            reframer.set_reference_crop(image_to_uint8(reference_image[0]),
                                         reference_crop.infos[0])
 
         scratch = tempfile.mkdtemp(prefix="personalive-", dir=folder_paths.get_temp_directory())
@@ -208,9 +119,8 @@ class PersonaLiveRenderVideo(io.ComfyNode):
     @classmethod
     def _render(cls, model, reference, vae, video, seed, size, reframer, max_frames, settings, filename_prefix,
                 scratch):
-        driving = DrivingVideo(video, scratch)
-        known = min(driving.frames, max_frames) if driving.frames and max_frames else (driving.frames or max_frames)
-        total = chunks_needed(known) if known else None
+        driving = DrivingSource(video, max_frames, name="video")
+        total = chunks_needed(driving.estimate) if driving.estimate else None
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), size, size)
         file = f"{name}_{counter:05}_.mp4"
@@ -230,16 +140,13 @@ class PersonaLiveRenderVideo(io.ComfyNode):
             mm.throw_exception_if_processing_interrupted()
             load_networks(model, size)  # the VAE may have pushed the networks out
 
-        out = Output(path, driving.fps, driving.audio_path, logging.info)
-        frames = reframer.driving(_limited(driving, max_frames))
+        out = Output(path, driving.fps, driving.audio_file(scratch), logging.info)
         try:
-            for frame in render_stream(m, reference.reference, frames, seed, False, settings, on_chunk, decoder):
-                out.write(reframer.output(frame))
+            render_footage(out, m, reference.reference, driving, reframer, seed, False, settings, on_chunk, decoder)
         except BaseException:
             logging.warning(f"PersonaLive Render Video: stopped after {out.count} frames; {path} holds them")
             raise
         finally:
-            out.close()
             if reframer.report():
                 logging.warning(f"PersonaLive Render Video: {reframer.report()}")
         return io.NodeOutput(InputImpl.VideoFromFile(path),

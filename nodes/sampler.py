@@ -6,10 +6,8 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
-from personalive_core.streaming.hybrid_motion import WARMUP
-from personalive_core.streaming.render import chunks_needed
-from personalive_core.streaming.session import StreamingSession
-from personalive_core.streaming.window import CHUNK
+from personalive_core.streaming.render import chunks_needed, kept_slice
+from personalive_core.streaming.session import WARMUP, StreamingSession
 
 from .common import (CATEGORY, EncodedReference, MotionBundle, PersonaLiveModel, PersonaLiveMotion,
                      PersonaLiveReference, check_compatible, expect, keyframe_inputs, load_networks, stream_settings)
@@ -65,24 +63,24 @@ class PersonaLiveStreamSampler(io.ComfyNode):
         m = load_networks(model, size)
         session = StreamingSession(m, reference.reference, seed, settings)
 
-        first = 0 if keep_warmup else WARMUP
-        count = WARMUP + motion.frames - first
+        count = (WARMUP if keep_warmup else 0) + motion.frames
         device = mm.intermediate_device()
         images = torch.empty((count, size, size, 3), dtype=torch.float32, device=device)
         latents = torch.empty((count, 4, size // 8, size // 8), dtype=torch.float32, device=device)
         bar = comfy.utils.ProgressBar(len(motion.chunks))
+        done = 0
         for k, chunk in enumerate(motion.chunks):
             mm.throw_exception_if_processing_interrupted()
             load_networks(model, size)  # the VAE may have pushed the networks out between chunks
-            unscaled = unscale(session.push_motion(chunk))
-            lo, hi = max(k * CHUNK, first), min((k + 1) * CHUNK, WARMUP + motion.frames)
-            if lo < hi:  # chunks holding only warm-up or padding frames are skipped, not decoded
-                frames = vae_decode(vae, unscaled[lo - k * CHUNK:hi - k * CHUNK])
+            kept = unscale(session.push_motion(chunk))[kept_slice(k, motion.frames, keep_warmup)]
+            if len(kept):  # chunks holding only warm-up or padding frames are skipped, not decoded
+                frames = vae_decode(vae, kept)
                 if tuple(frames.shape[1:]) != (size, size, 3):
                     raise ValueError(f"vae: decoded frames of shape {tuple(frames.shape[1:])}, expected "
                                      f"({size}, {size}, 3); connect an SD 1.x VAE (sd-vae-ft-mse)")
-                images[lo - first:hi - first] = frames.to(device)
-                latents[lo - first:hi - first] = unscaled[lo - k * CHUNK:hi - k * CHUNK].float().to(device)
+                images[done:done + len(kept)] = frames.to(device)
+                latents[done:done + len(kept)] = kept.float().to(device)
+                done += len(kept)
                 bar.update_absolute(k + 1, len(motion.chunks), ("JPEG", _pil(frames[-1]), PREVIEW_SIZE))
             else:
                 bar.update_absolute(k + 1, len(motion.chunks))

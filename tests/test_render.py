@@ -3,7 +3,8 @@ import pytest
 
 from conftest import SIZE, moving_frames
 from personalive_core.streaming.reference import encode_reference
-from personalive_core.streaming.render import Padding, chunks_needed, mirror_index, render_stream
+from personalive_core.streaming.render import (Padding, chunks_needed, driving_chunks, kept_slice, mirror_index,
+                                                render_stream)
 
 
 def test_mirror_padding_matches_official_offline_padding():
@@ -19,6 +20,25 @@ def test_mirror_padding_matches_official_offline_padding():
 
 def test_chunks_needed():
     assert chunks_needed(8) == 5 and chunks_needed(9) == 6
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 8, 13])
+def test_driving_chunks_pad_and_keep_one_output_per_driving_frame(n):
+    chunks = list(driving_chunks(iter(range(n))))  # frames pass through untouched: ints stand in for them
+    assert len(chunks) == chunks_needed(n) and [c.index for c in chunks] == list(range(len(chunks)))
+    flat = [f for c in chunks for f in c.frames]
+    padding = Padding()
+    for f in range(n):
+        padding.add(f)
+    assert flat == list(range(n)) + [padding.next() for _ in range(len(flat) - n)]
+    assert [c.real for c in chunks] == [min(4, max(n - 4 * c.index, 0)) for c in chunks]
+
+    def positions(keep_warmup, total=None):  # stream positions of the kept outputs: 0-11 warm-up, then 12 + i
+        return [4 * c.index + i for c in chunks
+                for i in range(4)[c.kept(keep_warmup) if total is None else kept_slice(c.index, total, keep_warmup)]]
+
+    assert positions(False) == positions(False, n) == [12 + i for i in range(n)]
+    assert positions(True) == positions(True, n) == list(range(12 + n))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from test_face_crop import background, frame_with_face
 from personalive_core.media import face_crop as fc
 from personalive_core.tools.cli import main
 from personalive_core.media.footage import Reframer
-from personalive_core.media.video_io import DrivingSource
+from personalive_core.media.driving import DrivingSource
 
 NO_FACE = 3  # the driving frame without a face
 

@@ -2,31 +2,35 @@
 
 The model works on `size × size` squares. `Reframer` sits between the footage and the stream:
 - `reference(image)`: the reference picture the model sees (with `crop="auto"` the square around
-  the detected face, else the picture unchanged, which `encode_reference` resizes);
+  the detected face; with `crop="center"` the picture unchanged, which `encode_reference` resizes);
 - `driving(frames)`: the driving frames the model sees (with `crop="auto"` a `FaceTracker` follows
-  the face and every frame is cropped to its smoothed square, else centre square + resize);
+  the face and every frame is cropped to its smoothed square; with `crop="center"` the centred
+  square, resized);
 - `output(frame, warmup)`: one generated frame → what is written (with `paste_into` the frame
   warped back into the original reference or driving frame at its original resolution, with the
   feathered mask of `face_crop.paste_back`; else the generated frame itself).
 
 Memory stays flat: the tracker is O(1), and for `paste_into="driving"` only the original frames
-whose outputs are still in the stream's window (about 20) are kept.
+whose outputs are still in the stream's window (about 20) are kept. `render_footage` is the whole
+way from a driving source to a written file (the `render` command and the Render Video node).
 """
 from collections import deque
 
 import numpy as np
 from PIL import Image
 
+from ..streaming.render import render_stream
+from ..streaming.session import WARMUP
 from . import face_crop as fc
 from .video_io import square
 
-CROP_MODES = ("none", "auto")
+CROP_MODES = ("center", "auto")  # the same names in the CLI (--crop) and the nodes (crop)
 PASTE_TARGETS = ("none", "reference", "driving")
 MISSING_SHOWN = 10  # frame indices kept for the report; the count is exact
 
 
 class Reframer:
-    def __init__(self, size, crop="none", paste_into="none", scale=fc.DEFAULT_SCALE, feather=0.2,
+    def __init__(self, size, crop="center", paste_into="none", scale=fc.DEFAULT_SCALE, feather=0.2,
                  detector="auto", log=None, **tracker_kw):
         if crop not in CROP_MODES:
             raise ValueError(f"crop {crop!r}: use one of {CROP_MODES}")
@@ -47,7 +51,7 @@ class Reframer:
     # -- inputs ----------------------------------------------------------------------------------
     def reference(self, image):
         """PIL RGB → the PIL image to encode as the reference."""
-        if self.crop == "none":
+        if self.crop == "center":
             return image
         arr = np.asarray(image.convert("RGB"))
         box = fc.find_crop_box(arr, scale=self.scale, detector=self.detector)
@@ -113,3 +117,18 @@ class Reframer:
         shown = ", ".join(map(str, self.missing_first)) + (", …" if self.missing > len(self.missing_first) else "")
         return (f"no face found in {self.missing} of {self.frames} driving frames (frames {shown}); "
                 "they reuse the last face box (the centred square before the first face)")
+
+
+def render_footage(out, models, reference, source, reframer, seed=0, keep_warmup=False, settings=None,
+                   on_chunk=None, decoder=None):
+    """Render the driving frames of `source` (a DrivingSource or any iterable of uint8 frames) through
+    `reframer` into `out` (a media.output.Output), frame by frame. `out` is closed at the end, also
+    when the run stops early (an exception, an interrupt), so what was written stays playable.
+    The other arguments are `render_stream`'s."""
+    frames = render_stream(models, reference, reframer.driving(source), seed, keep_warmup, settings, on_chunk,
+                           decoder)
+    try:
+        for j, frame in enumerate(frames):
+            out.write(reframer.output(frame, warmup=keep_warmup and j < WARMUP))
+    finally:
+        out.close()

@@ -1,19 +1,13 @@
-"""Reading driving footage and writing results: video files, image folders, .npy arrays.
+"""Video files and frames: the centred square, H.264 mp4 written frame by frame with the driving audio.
 
-Frames travel as uint8 RGB arrays (H, W, 3). Reading is lazy (one decoded frame at a time), so
-hour-long videos never sit in memory.
+Frames travel as uint8 RGB arrays (H, W, 3). Pictures are read by `images.load_image`, driving input
+by `driving.DrivingSource`.
 """
 import os
 from fractions import Fraction
 
 import numpy as np
 from PIL import Image
-
-from ..errors import InputError
-from .images import IMAGE_SUFFIXES, load_image
-
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".m4v")
-DEFAULT_FPS = Fraction(25)
 
 
 def square(image, size):
@@ -25,64 +19,6 @@ def square(image, size):
     left, top = (w - side) // 2, (h - side) // 2
     image = image.crop((left, top, left + side, top + side))
     return image.resize((size, size), Image.BICUBIC)
-
-
-class DrivingSource:
-    """A driving video, an image folder or a single image; iterate for uint8 frames."""
-
-    def __init__(self, path):
-        self.path = path
-        if os.path.isdir(path):
-            self.files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))
-            if not self.files:
-                raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in driving folder {path}")
-            self.kind, self.fps = "images", DEFAULT_FPS
-        elif not os.path.isfile(path):
-            raise InputError(f"driving video not found: {path}")
-        elif path.lower().endswith(IMAGE_SUFFIXES):
-            self.kind, self.fps, self.files = "image", DEFAULT_FPS, [path]
-        else:
-            self.kind = "video"
-            self.fps = self._probe()
-
-    def _probe(self):
-        import av
-        try:
-            with av.open(self.path) as c:
-                if not c.streams.video:
-                    raise InputError(f"{self.path} has no video stream")
-                rate = c.streams.video[0].average_rate
-                return Fraction(rate) if rate else DEFAULT_FPS
-        except InputError:
-            raise
-        except Exception as e:
-            raise InputError(f"cannot open driving video {self.path}: {e}") from e
-
-    def __iter__(self):
-        if self.kind == "video":
-            import av
-            with av.open(self.path) as c:
-                for frame in c.decode(video=0):
-                    yield frame.to_ndarray(format="rgb24")
-        else:
-            folder = self.path if self.kind == "images" else ""
-            for f in self.files:
-                yield np.asarray(load_image(os.path.join(folder, f), "driving image"))
-
-    def has_audio(self):
-        if self.kind != "video":
-            return False
-        import av
-        with av.open(self.path) as c:
-            return bool(c.streams.audio)
-
-
-def limited(frames, limit):
-    """The first `limit` frames (all of them for None or 0)."""
-    for i, frame in enumerate(frames):
-        if limit and i >= limit:
-            return
-        yield frame
 
 
 FRAGMENT_SECONDS = 1  # a fragment (moof + mdat) reaches the disk at least this often
@@ -251,6 +187,27 @@ def _cut(frame, a, b):
     out = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=frame.format.name, layout=frame.layout.name)
     out.sample_rate = frame.sample_rate
     return out
+
+
+def write_wav(audio, path):
+    """ComfyUI AUDIO ({"waveform": (B, C, S), "sample_rate"}) → 16-bit WAV (first item, ≤ 2 channels)."""
+    import av
+    wave = audio["waveform"][0].float().clamp(-1, 1).cpu().numpy()
+    if wave.shape[0] > 2:
+        wave = wave[:2]
+    rate = int(audio["sample_rate"])
+    layout = "mono" if wave.shape[0] == 1 else "stereo"
+    with av.open(path, "w") as c:
+        stream = c.add_stream("pcm_s16le", rate=rate, layout=layout)
+        for start in range(0, wave.shape[1], 4096):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start:start + 4096]), format="fltp",
+                                               layout=layout)
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+    return path
 
 
 def to_uint8(frames):

@@ -15,8 +15,9 @@ import time
 
 import numpy as np
 
-from .options import check_size
 from ..errors import InputError
+from ..media.footage import CROP_MODES
+from .options import check_size
 
 
 def synthetic_frame(i, h, w):
@@ -157,7 +158,7 @@ def add_parser(sub):
                                                         "(default: size x size)")
     b.add_argument("--fps", type=int, default=25)
     b.add_argument("--no-audio", action="store_true", help="driving video without an audio track")
-    b.add_argument("--crop", default="none", choices=["none", "auto"], help="passed to render")
+    b.add_argument("--crop", default="center", choices=CROP_MODES, help="passed to render")
     b.add_argument("--paste-into", default=None, choices=["reference", "driving"], help="passed to render")
     b.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="passed to render")
     b.add_argument("--threads", type=int, default=None,

@@ -4,18 +4,20 @@ import argparse
 import time
 
 from ..errors import InputError, WeightsError
+from ..media.footage import CROP_MODES
 from ..media.output import Output
-from ..media.video_io import DrivingSource, limited, load_image
+from ..media.images import load_image
 from .options import (DTYPES, add_speed_arguments, add_weights_source, check_size, log, pick_device, pick_dtype,
                       resolve_speed_arguments)
 
 
 def cmd_render(a):
-    from ..media.footage import Reframer
+    from ..media.driving import DrivingSource
+    from ..media.footage import Reframer, render_footage
     from ..models.loader import load_models
     from ..streaming.reference import encode_reference
-    from ..streaming.render import chunks_needed, render_stream
-    from ..streaming.session import WARMUP, Settings
+    from ..streaming.render import chunks_needed
+    from ..streaming.session import Settings
     check_size(a.size)
     if a.frames is not None and a.frames <= 0:
         raise InputError(f"--frames {a.frames}: must be positive")
@@ -31,7 +33,7 @@ def cmd_render(a):
     resolve_speed_arguments(a, device, dtype)
     reframer = Reframer(a.size, a.crop, paste_into, scale=a.crop_scale, feather=a.feather, log=log)
     ref = reframer.reference(load_image(a.reference))
-    source = DrivingSource(a.driving)
+    source = DrivingSource(a.driving, a.frames)
     log(f"loading weights from {a.weights} ({device}, {str(dtype).split('.')[-1]})")
     models = load_models(a.weights, device, dtype)
     decoder = taesd = None
@@ -48,27 +50,20 @@ def cmd_render(a):
             log(f"compiling the denoising UNet ({compile_label(device)}) on the first chunk; each new "
                 "historical keyframe compiles once more")
     reference = encode_reference(models, ref, a.size)
-    audio = a.driving if source.has_audio() else None
-    out = Output(a.out, source.fps, audio, log)
-    t0, total = time.perf_counter(), None
-    if a.frames is not None:
-        total = chunks_needed(a.frames)
+    out = Output(a.out, source.fps, source.audio_file(), log)
+    t0, total = time.perf_counter(), chunks_needed(a.frames) if a.frames else None
 
     def progress(n, _frames):
         eta = f"/{total}" if total else ""
         log(f"chunk {n}{eta}  {(time.perf_counter() - t0) / n:.2f} s/chunk")
 
     settings = Settings(official_quirks=not a.no_official_quirks)
-    frames = reframer.driving(limited(source, a.frames))
     try:
-        for j, frame in enumerate(render_stream(models, reference, frames, a.seed, a.keep_warmup, settings, progress,
-                                                decoder=decoder)):
-            out.write(reframer.output(frame, warmup=a.keep_warmup and j < WARMUP))
+        render_footage(out, models, reference, source, reframer, a.seed, a.keep_warmup, settings, progress, decoder)
     except KeyboardInterrupt:
-        log(f"interrupted after {out.count} frames: closing {a.out}")
+        log(f"interrupted after {out.count} frames: {a.out} holds them")
         raise
     finally:
-        out.close()
         if reframer.report():
             log(reframer.report())
     log(f"wrote {out.count} frames to {a.out} in {time.perf_counter() - t0:.1f} s")
@@ -116,9 +111,9 @@ def parser():
     r.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
     r.add_argument("--keep-warmup", action="store_true", help="output the 12 warm-up frames first (official online behaviour)")
     r.add_argument("--no-official-quirks", action="store_true", help="skip the official code's fp16 roundings")
-    r.add_argument("--crop", default="none", choices=["none", "auto"],
+    r.add_argument("--crop", default="center", choices=CROP_MODES,
                    help="auto: square face crops of the reference and of every driving frame (face tracked and "
-                        "smoothed), for footage of any size and aspect; none: resize the reference, centre-crop "
+                        "smoothed), for footage of any size and aspect; center: resize the reference, centre-crop "
                         "the driving frames")
     r.add_argument("--paste-back", action="store_true",
                    help="with --crop auto: paste every generated face back into the original reference (or, with "
