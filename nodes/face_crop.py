@@ -1,5 +1,6 @@
 """PersonaLive Crop Face / PersonaLive Paste Back: real-world pictures and footage of any size and
-aspect in and out of the model's square (`personalive_core.media.face_crop`).
+aspect in and out of the model's square (`personalive_core.media`: face_detect, face_crop, face_track,
+paste_back).
 
 Crop Face finds the face in every image of a batch (a video's frames: tracked and smoothed), cuts
 the square around it at the generation size and passes on where each crop came from
@@ -16,6 +17,9 @@ import comfy.utils
 from comfy_api.latest import io
 
 from personalive_core.media import face_crop as fc
+from personalive_core.media.face_detect import available_detectors
+from personalive_core.media.face_track import crop_video_boxes
+from personalive_core.media.paste_back import paste_back
 
 from .common import CATEGORY
 
@@ -51,9 +55,9 @@ def _check_batch(image, name):
 def _detector(name):
     if name == "auto":
         return name
-    if name not in fc.available_detectors():
+    if name not in available_detectors():
         raise ValueError(f"detector {name!r} is not available with this OpenCV (no bundled Haar cascades); "
-                         f"use one of {['auto', *fc.available_detectors()]}")
+                         f"use one of {['auto', *available_detectors()]}")
     return name
 
 
@@ -69,7 +73,7 @@ def crop_boxes(image, scale, shift, smoothing, detector, bar=None):
                 bar.update(1)
 
     if smoothing and n > 1:
-        return fc.crop_video_boxes(frames(), scale=scale, shift=shift, detector=detector)
+        return crop_video_boxes(frames(), scale=scale, shift=shift, detector=detector)
     boxes, missing = [], []
     for i, frame in enumerate(frames()):
         box = fc.find_crop_box(frame, scale=scale, shift=shift, detector=detector)
@@ -194,7 +198,7 @@ class PersonaLivePasteBack(io.ComfyNode):
         bar = comfy.utils.ProgressBar(n)
         for i, (c, o) in enumerate(plan):
             mm.throw_exception_if_processing_interrupted()
-            pasted = fc.paste_back(_frame(images, i), _frame(original, o), crop_info.infos[c], feather)
+            pasted = paste_back(_frame(images, i), _frame(original, o), crop_info.infos[c], feather)
             out[i] = torch.from_numpy(pasted)
             bar.update(1)
         return io.NodeOutput(out)

@@ -12,6 +12,7 @@ from conftest import SIZE
 from test_cli import write_video
 from test_face_crop import background, frame_with_face
 from personalive_core.media import face_crop as fc
+from personalive_core.media.face_track import FaceTracker
 from personalive_core.tools.cli import main
 from personalive_core.media.footage import Reframer
 from personalive_core.media.driving import DrivingSource
@@ -83,7 +84,7 @@ def test_paste_into_driving_follows_the_tracked_face(tiny_weights, footage, tmp_
     assert frames.shape == (12 + 7, 320, 180, 3)  # warm-up first, then one per driving frame
     assert max(pending) <= 20  # only frames still in flight are held
     originals = list(DrivingSource(str(footage / "drive.mp4")))
-    tracker = fc.FaceTracker()
+    tracker = FaceTracker()
     infos = [fc.crop(o, tracker.update(o), SIZE)[1] for o in originals]
     for i, f in enumerate(frames):
         j = max(i - 12, 0)  # warm-up frames are pasted into the first driving frame

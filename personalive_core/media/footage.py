@@ -8,7 +8,7 @@ The model works on `size × size` squares. `Reframer` sits between the footage a
   square, resized);
 - `output(frame, warmup)`: one generated frame → what is written (with `paste_into` the frame
   warped back into the original reference or driving frame at its original resolution, with the
-  feathered mask of `face_crop.paste_back`; else the generated frame itself).
+  feathered mask of `paste_back.paste_back`; else the generated frame itself).
 
 Memory stays flat: the tracker is O(1), and for `paste_into="driving"` only the original frames
 whose outputs are still in the stream's window (about 20) are kept. `render_footage` is the whole
@@ -22,6 +22,8 @@ from PIL import Image
 from ..streaming.render import render_stream
 from ..streaming.session import WARMUP
 from . import face_crop as fc
+from .face_track import FaceTracker
+from .paste_back import paste_back
 from .video_io import square
 
 CROP_MODES = ("center", "auto")  # the same names in the CLI (--crop) and the nodes (crop)
@@ -74,7 +76,7 @@ class Reframer:
 
     def driving(self, frames):
         """Iterable of uint8 (H, W, 3) original frames → uint8 (size, size, 3) model frames."""
-        tracker = fc.FaceTracker(scale=self.scale, detector=self.detector, **self.tracker_kw) \
+        tracker = FaceTracker(scale=self.scale, detector=self.detector, **self.tracker_kw) \
             if self.crop == "auto" else None
         for frame in frames:
             i = self.frames
@@ -104,11 +106,11 @@ class Reframer:
             if self.reference_info is None:
                 raise RuntimeError("pasting into the reference needs its crop: call reference() with crop "
                                    "'auto', or set_reference_crop()")
-            return fc.paste_back(frame, self.reference_original, self.reference_info, self.feather)
+            return paste_back(frame, self.reference_original, self.reference_info, self.feather)
         if not self.pending:
             raise RuntimeError("an output frame arrived before its driving frame")
         original, info = self.pending[0] if warmup else self.pending.popleft()
-        return fc.paste_back(frame, original, info, self.feather)
+        return paste_back(frame, original, info, self.feather)
 
     def report(self):
         """One line about driving frames without a face, or None when every frame had one."""
