@@ -41,11 +41,11 @@ class LiveWidget {
     this.prepareButton = button("Prepare", "Load and warm up the networks at the live size now, so the first " +
                                 "live chunk is as fast as the rest (queue the workflow once first)");
     this.prepareButton.classList.add("pl-prepare");
-    this.recordButton = button("● Record", "Record the generated frames, at the pace performed, to " +
+    this.recordButton = button("● Rec", "Record the generated frames, at the pace performed, to " +
                                "output/PersonaLive/live_NNNNN_.mp4");
     this.recordButton.classList.add("pl-record");
     this.recordButton.disabled = true;
-    this.openButton = button("Output page ↗", "Open the generated frames alone, full size (add this URL as a " +
+    this.openButton = button("Output ↗", "Open the generated frames alone, full size (add this URL as a " +
                              "Browser Source in OBS)");
     this.openButton.classList.add("pl-open");
     this.copyButton = button("Copy URL", "Copy the output page's URL");
@@ -56,16 +56,16 @@ class LiveWidget {
     this.note = el("div", { className: "pl-note" });
     this.root = el("div", { className: "personalive-live" }, [
       el("div", { className: "pl-views" }, [this.camera, this.output]),
-      el("div", { className: "pl-controls" }, [this.button, this.prepareButton, this.recordButton,
-                                              el("label", { textContent: "driving fps " }), this.fps]),
-      el("div", { className: "pl-controls" }, [this.openButton, this.copyButton]),
+      el("div", { className: "pl-controls" }, [this.button, this.prepareButton, this.recordButton, this.openButton,
+                                              this.copyButton, el("label", { textContent: "fps", title: this.fps.title }),
+                                              this.fps]),
       this.readout,
       this.note,
     ]);
     this.root.style.cssText = "display:flex;flex-direction:column;gap:4px;font:12px sans-serif;color:#ddd";
     for (const v of [this.camera, this.output]) v.style.cssText = "width:50%;aspect-ratio:1;object-fit:cover;background:#111";
     this.root.querySelector(".pl-views").style.cssText = "display:flex;gap:4px";
-    for (const row of this.root.querySelectorAll(".pl-controls")) row.style.cssText = "display:flex;gap:4px;align-items:center";
+    for (const row of this.root.querySelectorAll(".pl-controls")) row.style.cssText = "display:flex;flex-wrap:wrap;gap:4px;align-items:center";
     this.note.style.cssText = "min-height:1em;word-break:break-all";
     this.fps.style.width = "4em";
     this.button.onclick = () => (this.live ? this.stop() : this.start());
@@ -162,7 +162,7 @@ class LiveWidget {
 
   setRecording(on) {
     this.recording = on;
-    this.recordButton.textContent = on ? "■ Stop recording" : "● Record";
+    this.recordButton.textContent = on ? "■ Stop rec" : "● Rec";
     this.recordButton.style.color = on ? "#f55" : "";
   }
 
