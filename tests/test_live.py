@@ -311,7 +311,7 @@ def test_prepare_warms_the_target_and_the_first_chunk_knows(tiny_models, referen
         report, error = done[0]
         assert error is None and report["chunks"] == WARM_CHUNKS and len(report["chunk_ms"]) == WARM_CHUNKS
         assert progress == [(i + 1, WARM_CHUNKS) for i in range(WARM_CHUNKS)]
-        assert engine.stats()["prepared"]["5"] == report
+        assert engine.stats()["prepared"]["5"] == report and report["run"] == 1
         stream = engine.open("5", sink.on_frames, sink.on_error)
         for c in range(4):
             for i in range(CHUNK):

@@ -265,6 +265,7 @@ class LiveEngine:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self._ids = itertools.count(1)
+        self._warm_ups = itertools.count(1)
         self._thread = None
         self._stop = False
 
@@ -286,8 +287,10 @@ class LiveEngine:
                        for name, (key, _) in self.prepared.items())
 
     def mark_prepared(self, name, report):
+        """Record a finished warm-up; its report gets `run`, the number of warm-ups so far (engine-wide)."""
         name = str(name)
         with self.lock:
+            report["run"] = next(self._warm_ups)
             self.prepared[name] = (self.targets[name].warm_key, report)
 
     def prepare(self, name, on_progress=None, on_done=lambda report, error: None, chunks=WARM_CHUNKS):
