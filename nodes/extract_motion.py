@@ -16,7 +16,7 @@ from personalive_core.streaming.render import chunks_needed, driving_chunks, to_
 from personalive_core.streaming.window import CHUNK
 
 from .common import (CATEGORY, RESIZE_MODES, MotionBundle, PersonaLiveModel, PersonaLiveMotion, load_networks,
-                     model_info, reference_inputs, to_image)
+                     model_info, motion_control_inputs, motion_controls, reference_inputs, to_image)
 from .encode_reference import RESIZE_TOOLTIP, SIZE_TOOLTIP
 
 PREVIEWS = ["keypoints", "side by side", "none"]
@@ -74,6 +74,7 @@ class PersonaLiveExtractMotion(io.ComfyNode):
                                tooltip="preview output: 'keypoints' = the rendered keypoints the pose guider sees, "
                                        "with the face box; 'side by side' = the cropped driving frame next to it; "
                                        "'none' = one black frame (saves memory on long videos)."),
+                *motion_control_inputs(),
             ],
             outputs=[
                 PersonaLiveMotion.Output(display_name="motion", tooltip="For 'PersonaLive Stream Sampler'."),
@@ -87,9 +88,10 @@ class PersonaLiveExtractMotion(io.ComfyNode):
     @classmethod
     @torch.no_grad()
     def execute(cls, model, reference_image, size, resize, driving_images=None, driving_video=None,
-                max_frames=0, preview="keypoints") -> io.NodeOutput:
+                max_frames=0, preview="keypoints", expression=1.0, head_pose=1.0, smoothness=0.0) -> io.NodeOutput:
         if preview not in PREVIEWS:
             raise ValueError(f"preview {preview!r}: use one of {PREVIEWS}")
+        controls = motion_controls(expression, head_pose, smoothness)
         _, pixels, cond, fingerprint = reference_inputs(reference_image, size, resize)
         info = model_info(model)
         if (driving_images is None) == (driving_video is None):
@@ -100,7 +102,7 @@ class PersonaLiveExtractMotion(io.ComfyNode):
         m = load_networks(model, size)
         reference = Reference(pixels[0].to(m.device, m.dtype), cond.to(m.device, m.motion_extractor.dtype) / 2 + 0.5,
                               None, None, {})
-        motion = HybridMotion(m.motion_extractor, m.motion_encoder, reference)
+        motion = HybridMotion(m.motion_extractor, m.motion_encoder, reference, controls)
         total_chunks = chunks_needed(source.estimate) if source.estimate else 0
         bar = comfy.utils.ProgressBar(max(total_chunks, 1))
         chunks, previews = [], []

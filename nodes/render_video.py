@@ -25,7 +25,7 @@ from personalive_core.media.output import Output
 from personalive_core.streaming.render import chunks_needed
 
 from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
-                     keyframe_inputs, load_networks, stream_settings)
+                     keyframe_inputs, load_networks, motion_control_inputs, motion_controls, stream_settings)
 from .face_crop import FaceCrops, PersonaLiveCrop
 from .host_models import check_vae, unscale, vae_decode
 
@@ -73,6 +73,7 @@ class PersonaLiveRenderVideo(io.ComfyNode):
                 *keyframe_inputs(),
                 io.String.Input("filename_prefix", default="PersonaLive/render",
                                 tooltip="Where the mp4 goes, relative to ComfyUI's output folder."),
+                *motion_control_inputs(),
                 PersonaLiveCrop.Input("reference_crop", optional=True,
                                       tooltip="For paste_into 'reference': the crop_info of the 'PersonaLive Crop "
                                               "Face' that cut the reference picture."),
@@ -89,10 +90,12 @@ class PersonaLiveRenderVideo(io.ComfyNode):
     @torch.no_grad()
     def execute(cls, model, reference, vae, video, seed, crop="center", paste_into="none",
                 crop_scale=DEFAULT_SCALE, feather=0.2, max_frames=0, keyframe_threshold=17.0, max_keyframes=3,
-                filename_prefix="PersonaLive/render", reference_crop=None, reference_image=None) -> io.NodeOutput:
+                filename_prefix="PersonaLive/render", reference_crop=None, reference_image=None, expression=1.0,
+                head_pose=1.0, smoothness=0.0) -> io.NodeOutput:
         expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
         check_compatible(model, reference)
         check_vae(vae)
+        controls = motion_controls(expression, head_pose, smoothness)
         if paste_into == "driving" and crop != "auto":
             raise ValueError("paste_into 'driving' needs crop 'auto' (the paste-back warps the driving face crops "
                              "back into their frames)")
@@ -111,7 +114,7 @@ class PersonaLiveRenderVideo(io.ComfyNode):
         scratch = tempfile.mkdtemp(prefix="personalive-", dir=folder_paths.get_temp_directory())
         try:
             return cls._render(model, reference, vae, video, seed, size, reframer, max_frames,
-                               stream_settings(keyframe_threshold, max_keyframes),
+                               stream_settings(keyframe_threshold, max_keyframes, controls),
                                filename_prefix, scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

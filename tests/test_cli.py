@@ -60,6 +60,18 @@ def test_render_npy_is_float_frames_aligned_with_driving(tiny_weights, inputs, t
     assert w.shape[0] == 17 and np.array_equal(w[12:], a)
 
 
+def test_render_motion_controls(tiny_weights, inputs, tmp_path):
+    """The defaults given explicitly change nothing, bit for bit; other values reach the frames."""
+    frames = ["--driving", str(inputs / "frames")]
+    outs = {}
+    for name, extra in (("plain", []), ("defaults", ["--expression", "1", "--head-pose", "1", "--smoothness", "0"]),
+                        ("controlled", ["--expression", "0", "--head-pose", "0.5", "--smoothness", "0.5"])):
+        assert render(tiny_weights, inputs, tmp_path / f"{name}.npy", *frames, *extra) == 0
+        outs[name] = np.load(tmp_path / f"{name}.npy")
+    assert np.array_equal(outs["plain"], outs["defaults"])
+    assert outs["controlled"].shape == outs["plain"].shape and not np.array_equal(outs["controlled"], outs["plain"])
+
+
 def test_render_mp4_keeps_fps_and_audio(tiny_weights, inputs, tmp_path):
     out = tmp_path / "o.mp4"
     assert render(tiny_weights, inputs, out, "--driving", str(inputs / "drive.mp4")) == 0
@@ -80,6 +92,9 @@ def test_render_png_folder_and_frame_limit(tiny_weights, inputs, tmp_path):
     (["--driving", "nope.mp4"], "driving video not found: nope.mp4"),
     (["--driving", "{frames}", "--size", "100"], "--size 100"),
     (["--driving", "{frames}", "--frames", "0"], "--frames 0"),
+    (["--driving", "{frames}", "--expression", "3"], "--expression 3.0: must be a number between 0 and 2"),
+    (["--driving", "{frames}", "--head-pose", "-1"], "--head-pose -1.0: must be a number between 0 and 2"),
+    (["--driving", "{frames}", "--smoothness", "2"], "--smoothness 2.0: must be a number between 0 and 1"),
     (["--driving", "{empty}"], "no images"),
     (["--driving", "{bad}"], "cannot open driving video"),
 ])

@@ -381,6 +381,24 @@ def test_bad_inputs_are_explained(N, model, host_models, reference_u8):
         encode(model, clip, FluxVAE(None), ref, SIZE, "stretch")
 
 
+def test_extract_motion_applies_the_motion_controls(N, model, reference_u8):
+    """expression 0: every driving frame carries the reference's own motion tokens (the first warm-up row);
+    the defaults given explicitly change nothing; a value out of range is refused, named."""
+    ref, driving = as_image([reference_u8]), as_image(moving_frames(8, 80))
+    extract = N.extract_motion.PersonaLiveExtractMotion.execute
+    plain = extract(model, ref, SIZE, "stretch", driving_images=driving).result[0]
+    explicit = extract(model, ref, SIZE, "stretch", driving_images=driving, expression=1.0, head_pose=1.0,
+                       smoothness=0.0).result[0]
+    still = extract(model, ref, SIZE, "stretch", driving_images=driving, expression=0.0).result[0]
+    assert all(torch.equal(a.tokens, b.tokens) and torch.equal(a.keypoints, b.keypoints)
+               for a, b in zip(plain.chunks, explicit.chunks))
+    ref_tokens = still.chunks[0].tokens[:1]
+    assert all(torch.equal(c.tokens[-4:], ref_tokens.expand(4, -1, -1)) for c in still.chunks)
+    assert not torch.equal(plain.chunks[1].tokens, still.chunks[1].tokens)
+    with pytest.raises(ValueError, match="head_pose 3.0: must be a number between 0 and 2"):
+        extract(model, ref, SIZE, "stretch", driving_images=driving, head_pose=3.0)
+
+
 # -- host integration: progress, previews, interrupt ---------------------------------------------------
 def test_progress_previews_and_interrupt(N, model, host_models, reference_u8):
     import comfy.model_management as mm
@@ -408,14 +426,20 @@ def test_progress_previews_and_interrupt(N, model, host_models, reference_u8):
 
 
 # -- shipped workflows ---------------------------------------------------------------------------------
-WORKFLOW_NAMES = sorted(f[:-5] for f in os.listdir(os.path.join(REPO, "workflows")) if f.endswith(".json"))
+def workflow_pairs():
+    """(UI file title, API file name) of every shipped template (tools/make_workflows.py names them)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_workflows", os.path.join(REPO, "tools", "make_workflows.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return sorted((graph["template"], name) for name, graph in tool.GRAPHS.items())
 
 
-@pytest.mark.parametrize("name", WORKFLOW_NAMES)
-def test_ui_and_api_workflows_are_the_same_graph(ext, name):
+@pytest.mark.parametrize("title,name", workflow_pairs())
+def test_ui_and_api_workflows_are_the_same_graph(ext, title, name):
     """Links of the UI file = node references of the API file; PersonaLive widget values = API inputs."""
     from comfy_api.latest import io
-    with open(os.path.join(REPO, "workflows", name + ".json")) as f:
+    with open(os.path.join(REPO, "workflows", title + ".json")) as f:
         ui = json.load(f)
     with open(os.path.join(REPO, "workflows", "api", name + ".json")) as f:
         api = json.load(f)

@@ -177,3 +177,20 @@ def test_render_video_option_errors(ext, stack):
         node.execute(stack.model, stack.reference, stack.vae, video, seed=0, paste_into="driving")
     with pytest.raises(ValueError, match="reference_crop"):
         node.execute(stack.model, stack.reference, stack.vae, video, seed=0, paste_into="reference")
+
+
+def test_render_video_motion_controls(ext, stack):
+    """Explicit default controls give the default frames; other values change them; out of range is refused."""
+    from comfy_api.latest import InputImpl
+    node = ext.render_video.PersonaLiveRenderVideo
+    video = InputImpl.VideoFromFile(stack.driving)
+
+    def frames(**controls):
+        (out,) = node.execute(stack.model, stack.reference, stack.vae, video, seed=0, max_frames=5, **controls).result
+        with av.open(out.get_stream_source()) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    plain = frames()
+    assert np.array_equal(frames(expression=1.0, head_pose=1.0, smoothness=0.0), plain)
+    assert not np.array_equal(frames(expression=0.0, smoothness=0.5), plain)
+    with pytest.raises(ValueError, match="smoothness 1.5: must be a number between 0 and 1"):
+        node.execute(stack.model, stack.reference, stack.vae, video, seed=0, smoothness=1.5)

@@ -5,7 +5,8 @@ Routes (under `prefix`, default /personalive):
                          latency frame in → frame out, first and last chunk time, controls, recording),
                          the targets that can be streamed, which are prepared, the viewers per target.
   GET  {prefix}/live     websocket, one live stream per socket:
-    client → text   {"type": "start", "target": "<name>", "controls": {...}?} → {"type": "started", "stream", "size"}
+    client → text   {"type": "start", "target": "<name>", "controls": {...} (optional)}
+                    → {"type": "started", "stream", "size"}
     client → binary 4-byte big-endian frame id + one JPEG/PNG/WebP camera frame (any size, centre-cropped)
     server → binary 4-byte frame id (0xFFFFFFFF for warm-up frames) + 4-byte big-endian float32
                     server latency in ms (NaN for warm-up) + one JPEG generated frame

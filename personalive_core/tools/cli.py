@@ -35,6 +35,14 @@ def parser():
                    help="what --paste-back pastes into (default reference; implies --paste-back)")
     r.add_argument("--crop-scale", type=float, default=1.75, help="crop side / detected face side (default 1.75)")
     r.add_argument("--feather", type=float, default=0.2, help="paste-back mask ramp, fraction of the crop radius")
+    r.add_argument("--expression", type=float, default=1.0, metavar="A",
+                   help="expression strength α, 0–2: motion tokens = reference + α·(driving − reference); 1 = as "
+                        "driven, 0 = the reference's expression (README: Motion controls)")
+    r.add_argument("--head-pose", type=float, default=1.0, metavar="B",
+                   help="head-pose strength β, 0–2: rotation and translation = reference + β·(driving − reference); "
+                        "0 locks the head in the reference pose while the expression follows")
+    r.add_argument("--smoothness", type=float, default=0.0, metavar="S",
+                   help="temporal smoothing of head pose and expression, 0–1 (causal one-euro filter; 0 = off)")
     r.add_argument("--taesd", metavar="PATH", help="decode with TAESD (taesd_decoder.pth/.safetensors or a taesd/ "
                                                    "folder): fast preview quality instead of the SD VAE")
     add_speed_arguments(r)

@@ -8,6 +8,15 @@ from ..media.output import Output
 from .options import check_size, log, pick_device, pick_dtype, resolve_speed_arguments
 
 
+def motion_controls(a):
+    """--expression, --head-pose, --smoothness → MotionControls; a bad value is named as its flag."""
+    from ..streaming.motion_controls import MotionControls
+    try:
+        return MotionControls(a.expression, a.head_pose, a.smoothness)
+    except InputError as e:
+        raise InputError("--" + str(e).replace("head_pose", "head-pose")) from None
+
+
 def cmd_render(a):
     from ..media.driving import DrivingSource
     from ..media.footage import Reframer, render_footage
@@ -18,6 +27,7 @@ def cmd_render(a):
     check_size(a.size)
     if a.frames is not None and a.frames <= 0:
         raise InputError(f"--frames {a.frames}: must be positive")
+    controls = motion_controls(a)
     paste_into = a.paste_into or ("reference" if a.paste_back else "none")
     if paste_into != "none" and a.crop != "auto":
         raise InputError("--paste-back needs --crop auto (the paste-back warps the face crop back)")
@@ -54,7 +64,7 @@ def cmd_render(a):
         eta = f"/{total}" if total else ""
         log(f"chunk {n}{eta}  {(time.perf_counter() - t0) / n:.2f} s/chunk")
 
-    settings = Settings(official_quirks=not a.no_official_quirks)
+    settings = Settings(official_quirks=not a.no_official_quirks, controls=controls)
     try:
         render_footage(out, models, reference, source, reframer, a.seed, a.keep_warmup, settings, progress, decoder)
     except KeyboardInterrupt:
