@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from personalive_core.streaming.hybrid_motion import WARMUP
-from personalive_core.live.engine import WARM_CHUNKS, LiveEngine, LiveError, LiveStream, LiveTarget, square_frame
+from personalive_core.live.engine import (WARM_CHUNKS, LiveEngine, LiveError, LiveStream, LiveTarget, square_frame,
+                                        warm_up)
 from personalive_core.streaming.motion_controls import MotionControls
 from personalive_core.streaming.reference import encode_reference
 from personalive_core.streaming.render import render_stream
@@ -310,6 +311,7 @@ def test_prepare_warms_the_target_and_the_first_chunk_knows(tiny_models, referen
         assert finished.wait(120)
         report, error = done[0]
         assert error is None and report["chunks"] == WARM_CHUNKS and len(report["chunk_ms"]) == WARM_CHUNKS
+        assert report["compiled"] is False  # the test models are not compiled
         assert progress == [(i + 1, WARM_CHUNKS) for i in range(WARM_CHUNKS)]
         assert engine.stats()["prepared"]["5"] == report and report["run"] == 1
         stream = engine.open("5", sink.on_frames, sink.on_error)
@@ -329,3 +331,23 @@ def test_prepare_warms_the_target_and_the_first_chunk_knows(tiny_models, referen
     with pytest.raises(LiveError) as e:
         engine.prepare("nope")
     assert e.value.code == "no_reference"
+
+
+def test_prepare_compiles_so_the_first_live_chunk_compiles_nothing(tiny_models, reference, monkeypatch):
+    """With a compiled denoiser (graph capture only: backend "eager"), the warm-up is where it compiles:
+    the first live chunk afterwards captures no new graph (counted by dynamo, not timed)."""
+    import copy
+    from torch._dynamo.utils import counters
+    from personalive_core.models import speed
+    monkeypatch.setattr(speed, "BACKEND", "eager")
+    models = speed.apply_speed_options(copy.deepcopy(tiny_models), compile=True)
+    target = make_target(models, reference)
+    before = counters["stats"]["unique_graphs"]
+    report = warm_up(target)
+    compiled = counters["stats"]["unique_graphs"]
+    assert report["compiled"] is True and compiled > before
+    stream = LiveStream(1, "x", lambda s, frames: None, None)
+    for i, frame in enumerate(moving_frames(CHUNK)):
+        stream.submit(frame, i)
+    stream.step(target)
+    assert stream.chunks == 1 and counters["stats"]["unique_graphs"] == compiled

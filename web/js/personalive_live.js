@@ -251,7 +251,8 @@ class LiveWidget {
       this.prepareButton.disabled = false;
       this.root.dataset.prepared = "true";
       const steady = m.chunk_ms[m.chunk_ms.length - 1];
-      this.show(`prepared in ${m.seconds.toFixed(1)} s (a chunk now takes ${steady.toFixed(0)} ms): press Start`);
+      this.show(`prepared${m.compiled ? " and compiled" : ""} in ${m.seconds.toFixed(1)} s (a chunk now takes ` +
+                `${steady.toFixed(0)} ms): press Start`);
       if (!this.live) this.ws?.close();
     } else if (m.type === "recording") {
       this.setRecording(true);
