@@ -200,9 +200,16 @@ def keyframe_inputs():
     ]
 
 
-def stream_settings(keyframe_threshold, max_keyframes, controls=None):
+def stream_settings(keyframe_threshold, max_keyframes, controls=None, compile=False):
     return Settings(keyframes=KeyframeSettings(threshold=keyframe_threshold, max_keyframes=max_keyframes),
-                    controls=controls or MotionControls())
+                    controls=controls or MotionControls(), compile=compile)
+
+
+COMPILE_TOOLTIP = ("torch.compile the chunk step (denoiser + DDIM step, pose guider) with fixed shapes; CUDA graphs "
+                   "on a GPU. The first chunk compiles (minutes the first time, faster from the compiler's cache), "
+                   "then no recompiles, keyframes included. Frames equal the plain path's to float rounding. "
+                   "Weights moved or offloaded by ComfyUI are picked up (never frozen into the graph). Off: plain "
+                   "PyTorch.")
 
 
 def expect(value, cls, name, source):

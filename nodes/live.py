@@ -17,9 +17,9 @@ from comfy_api.latest import io
 from personalive_core.live.engine import LiveEngine, LiveTarget, warm_up
 from personalive_core.live.recorder import TakeFolder
 
-from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
-                     keyframe_inputs, load_networks, model_info, motion_control_inputs, motion_controls,
-                     stream_settings)
+from .common import (CATEGORY, COMPILE_TOOLTIP, EncodedReference, PersonaLiveModel, PersonaLiveReference,
+                     check_compatible, expect, keyframe_inputs, load_networks, model_info, motion_control_inputs,
+                     motion_controls, stream_settings)
 from .host_models import check_vae, unscale, vae_decode
 
 MAX_SESSIONS = int(os.environ.get("PERSONALIVE_LIVE_MAX_SESSIONS", "2"))
@@ -71,12 +71,12 @@ def make_engine():
 ENGINE = make_engine()
 
 
-def host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes, controls=None):
+def host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes, controls=None, compile=False):
     """A live target on the host's model management: networks (re)loaded through `load_models_gpu`
     before every chunk (the same ModelPatcher as the sampler: no second copy of the weights) and
     frames decoded by the graph's VAE."""
     size = reference.size
-    settings = stream_settings(keyframe_threshold, max_keyframes, controls)
+    settings = stream_settings(keyframe_threshold, max_keyframes, controls, compile)
     return LiveTarget(prepare=lambda: load_networks(model, size), reference=reference.reference,
                       decode=lambda latents: vae_decode(vae, unscale(latents)), seed=seed, settings=settings,
                       model_key=model_info(model).key)
@@ -121,6 +121,8 @@ class PersonaLiveLive(io.ComfyNode):
                                          "at the live size (compiling them if the model is compiled), so the first "
                                          "live chunk after Start is as fast as the rest. Done once per model and "
                                          "size; the Prepare button in the node does the same without queueing."),
+                io.Boolean.Input("compile", default=False, optional=True,
+                                 tooltip=COMPILE_TOOLTIP + " Live: 'prepare' compiles before Start."),
             ],
             outputs=[],
             hidden=[io.Hidden.unique_id],
@@ -129,13 +131,13 @@ class PersonaLiveLive(io.ComfyNode):
     @classmethod
     @torch.no_grad()
     def execute(cls, model, reference, vae, seed, keyframe_threshold=17.0, max_keyframes=3, expression=1.0,
-                head_pose=1.0, smoothness=0.0, prepare=True) -> io.NodeOutput:
+                head_pose=1.0, smoothness=0.0, prepare=True, compile=False) -> io.NodeOutput:
         expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
         check_compatible(model, reference)
         check_vae(vae)
         name = str(cls.hidden.unique_id)
         target = host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes,
-                             motion_controls(expression, head_pose, smoothness))
+                             motion_controls(expression, head_pose, smoothness), compile)
         ENGINE.set_target(name, target)
         if prepare:
             prepare_target(name, target)

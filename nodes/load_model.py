@@ -10,11 +10,11 @@ import folder_paths
 from comfy_api.latest import io
 
 from personalive_core.models.loader import PERSONALIVE_FILES, build_personalive_networks
-from personalive_core.models.speed import apply_default_options
+from personalive_core.models.speed import apply_default_options, mark_compiled
 from personalive_core.models.weights import WeightsError, find_weights
 
-from .common import (CATEGORY, MODEL_FOLDER, TOP_LEVEL, ModelInfo, PersonaLiveModel, PersonaLiveNetworks,
-                     weight_sets)
+from .common import (CATEGORY, COMPILE_TOOLTIP, MODEL_FOLDER, TOP_LEVEL, ModelInfo, PersonaLiveModel,
+                     PersonaLiveNetworks, weight_sets)
 
 PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 SOURCE = "huggingface.co/huaichang/PersonaLive (pretrained_weights/personalive/)"
@@ -73,10 +73,13 @@ def _key(files, dtype):
     return h.hexdigest()[:16]
 
 
-def build_networks(files, dtype, label="", device=None):
+def build_networks(files, dtype, label="", device=None, compile=False):
     """The core's strict loaders (every key and shape must match), then one cast and the core's
     per-module defaults for the load device (speed.apply_default_options: on a CPU channels-last and,
-    in float32, oneDNN linear layers); the host's process settings (memory reuse) are left alone."""
+    in float32, oneDNN linear layers); the host's process settings (memory reuse) are left alone.
+    `compile`: every stream on these networks runs the compiled static chunk step; the weights stay
+    inputs of the graph (not frozen), so the host may move, offload or patch them; a new device or
+    dtype compiles again (torch.compile's guards)."""
     try:
         networks = build_personalive_networks(files)
     except WeightsError as e:
@@ -84,6 +87,8 @@ def build_networks(files, dtype, label="", device=None):
     for m in networks.values():
         torch.nn.Module.to(m, dtype=dtype).eval().requires_grad_(False)
         apply_default_options(m, device or "cpu", dtype)
+    if compile:
+        mark_compiled(networks["denoising_unet"], device or "cpu", frozen_weights=False)
     return PersonaLiveNetworks(**networks, info=ModelInfo(label, dict(files), dtype, _key(files, dtype)))
 
 
@@ -106,26 +111,28 @@ class PersonaLiveLoadModel(io.ComfyNode):
                 io.Combo.Input("precision", options=["auto", *PRECISIONS], default="auto",
                                tooltip="Weight and compute dtype. auto: ComfyUI's choice for diffusion models on this "
                                        "device (fp16 on most GPUs, fp32 on the CPU). fp16 needs a GPU."),
+                io.Boolean.Input("compile", default=False, optional=True,
+                                 tooltip=COMPILE_TOOLTIP + " Applies to every node using this model."),
             ],
             outputs=[PersonaLiveModel.Output(display_name="model",
                                              tooltip="The PersonaLive networks, managed (loaded/offloaded) by ComfyUI.")],
         )
 
     @classmethod
-    def fingerprint_inputs(cls, weights, precision):
+    def fingerprint_inputs(cls, weights, precision, compile=False):
         """Reload when a weight file is replaced on disk."""
         try:
             files = resolve_files(weights)
         except (FileNotFoundError, ValueError):
-            return f"{weights}|{precision}|missing"
-        return f"{precision}|" + _key(files, None)
+            return f"{weights}|{precision}|{compile}|missing"
+        return f"{precision}|{compile}|" + _key(files, None)
 
     @classmethod
-    def execute(cls, weights, precision) -> io.NodeOutput:
+    def execute(cls, weights, precision, compile=False) -> io.NodeOutput:
         files = resolve_files(weights)
         device = mm.get_torch_device()
         dtype = pick_dtype(precision, device)
-        networks = build_networks(files, dtype, weights, device)
+        networks = build_networks(files, dtype, weights, device, compile)
         patcher = comfy.model_patcher.ModelPatcher(networks, load_device=device,
                                                    offload_device=mm.unet_offload_device())
         return io.NodeOutput(patcher)

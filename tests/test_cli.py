@@ -132,6 +132,12 @@ def test_bench_prints_json_metrics_last(capsys):
     for key in ("fps", "chunk_ms_p50", "chunk_ms_p95", "first_output_ms", "peak_mem_mb"):
         assert result[key] > 0
     assert result["weights"] == "random-tiny" and result["chunks"] == 2
+    # per-stage wall time on the CPU, each stage inside the chunk time
+    stages = result["stage_ms"]
+    assert {"motion", "keypoints", "motion_encoder", "pose_guider", "denoiser", "scheduler", "decode",
+            "to_host"} <= set(stages)
+    assert all(v >= 0 for v in stages.values()) and stages["keypoints"] <= stages["motion"]
+    assert sum(v for k, v in stages.items() if k not in ("keypoints", "motion_encoder")) <= 2 * result["chunk_ms_p95"]
 
 
 def test_render_with_taesd_and_channels_last(tiny_weights, inputs, tmp_path, capsys):
@@ -164,9 +170,9 @@ def test_bench_taesd_channels_last_compile(capsys, monkeypatch):
     out, err = capsys.readouterr()
     result = json.loads(out.strip().splitlines()[-1])
     assert result["vae"] == "taesd" and result["decoder"] == "taesd (random weights)"
-    assert result["channels_last"] is True and result["compile"] == "inductor+freezing"
+    assert result["channels_last"] is True and result["compile"] == "eager" and result["static_step"] is True
     assert result["compile_ms"] > 0 and result["fps"] > 0
-    assert "compile warm-up, 3 keyframes" in err  # every reference length compiled before timing
+    assert "compile warm-up, call 1" in err  # one set of shapes compiled before timing
 
 
 def test_bench_decoder_choice(tiny_weights, tmp_path, capsys):
@@ -190,3 +196,14 @@ def test_bench_decoder_choice(tiny_weights, tmp_path, capsys):
     assert main(base + ["--random-weights", "tiny", "--no-channels-last", "--no-onednn-linear", "--dtype", "bf16"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["channels_last"] is result["onednn_linear"] is False and result["dtype"] == "bfloat16"
+
+
+def test_bench_forced_keyframes_and_overlap_on_cpu(capsys):
+    """--keyframes forces historical keyframes into the timed chunks; --overlap is the plain loop on
+    the CPU."""
+    import json
+    assert main(["bench", "--random-weights", "tiny", "--size", str(SIZE), "--chunks", "3", "--warmup", "1",
+                 "--keyframes", "2", "--overlap", "--static-step", "--no-stages"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["keyframes_added"] == 2 and result["overlap"] is True and result["static_step"] is True
+    assert "stage_ms" not in result

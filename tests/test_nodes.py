@@ -465,3 +465,59 @@ def test_ui_and_api_workflows_are_the_same_graph(ext, title, name):
             if (nid, item.id) not in linked:
                 assert api[str(nid)]["inputs"][item.id] == value, (name, nid, item.id)
         assert not values
+
+
+# -- compile ---------------------------------------------------------------------------------------------
+class CountingBackend:
+    """torch.compile backend: runs the captured graph as it is (the eager kernels) and counts compilations."""
+
+    def __init__(self):
+        self.graphs = 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        return gm.forward
+
+
+def test_compiled_model_follows_the_host_moving_its_weights(N, weights_folder, host_models, reference_u8,
+                                                            monkeypatch):
+    """The loader's compile option, with the host's model management (CPU) and a backend without code
+    generation: streams on the compiled model give the frames of the same model's eager static step;
+    unloading and reloading the networks recompiles nothing and changes nothing; a weight the host replaces
+    (a new Parameter, as when it patches weights) is read by the compiled step; another dtype compiles anew."""
+    import comfy.model_management as mm
+    import comfy.utils
+    from personalive_core.models import speed
+    from personalive_core.streaming.session import Settings, StreamingSession
+    backend = CountingBackend()
+    monkeypatch.setattr(speed, "BACKEND", backend)
+    torch._dynamo.reset()
+    load = N.load_model.PersonaLiveLoadModel.execute
+    compiled, plain = load("personalive", "auto", True).result[0], load("personalive", "auto").result[0]
+    assert "compile" in {i.id for i in N.load_model.PersonaLiveLoadModel.define_schema().inputs}
+    clip, vae = host_models
+    ref = as_image([reference_u8])
+    encode = N.encode_reference.PersonaLiveEncodeReference.execute
+    reference = encode(compiled, clip, vae, ref, SIZE, "stretch").result[0]
+    motion = N.extract_motion.PersonaLiveExtractMotion.execute(
+        compiled, ref, SIZE, "stretch", driving_images=as_image(moving_frames(12, 64))).result[0]
+
+    def stream(patcher, settings=None):
+        session = StreamingSession(N.common.load_networks(patcher, SIZE), reference.reference, 0, settings)
+        return torch.cat([session.push_motion(chunk) for chunk in motion.chunks])
+
+    want = stream(plain, Settings(static_step=True))
+    assert torch.equal(stream(compiled), want)
+    graphs = backend.graphs
+    assert graphs >= 2  # the chunk step and the pose guider
+    mm.unload_all_models()
+    assert torch.equal(stream(compiled), want) and backend.graphs == graphs
+    for patcher in (compiled, plain):  # the host swaps in a changed weight
+        unet = patcher.model.denoising_unet
+        comfy.utils.set_attr_param(unet, "conv_in.weight", unet.conv_in.weight.detach() * 1.5)
+    changed = stream(plain, Settings(static_step=True))
+    assert not torch.equal(changed, want) and torch.equal(stream(compiled), changed)
+    bf16 = load("personalive", "bf16", True).result[0]
+    session = StreamingSession(N.common.load_networks(bf16, SIZE), reference.reference, 0)
+    assert session.push_motion(motion.chunks[0]).dtype == torch.bfloat16
+    assert backend.graphs > graphs  # new dtype, new graphs

@@ -33,9 +33,10 @@ class Attention(nn.Module):
         """Keys and values in head layout (B, heads, N, d); reusable across calls."""
         return self.split_heads(self.to_k(context)), self.split_heads(self.to_v(context))
 
-    def attend(self, x, k, v):
+    def attend(self, x, k, v, mask=None):
+        """`mask`: additive, broadcast to (B, heads, Nq, Nk) (−inf hides a key)."""
         q = self.split_heads(self.to_q(x))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         b, _, n, _ = out.shape
         return self.to_out[0](out.transpose(1, 2).reshape(b, n, -1))
 

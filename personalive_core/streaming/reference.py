@@ -4,6 +4,13 @@ The reference UNet is run on a clean latent (the reference image, or later a his
 at t=0; each of its spatial transformer blocks records the normalised tokens it self-attends over.
 Every denoising-UNet block at the same position then self-attends over its own tokens followed by
 the recorded reference tokens and, after them, the historical keyframes' tokens.
+
+Two layouts of those extra keys/values: grown by concatenation at every keyframe (the default, the
+official arithmetic), or *static*: one preallocated buffer of 1 + max_keyframes slots per block,
+the empty slots hidden by an additive −inf mask, so every denoiser pass of a stream has the same
+shapes (one compiled graph, one CUDA graph) whatever the keyframe count. A hidden key gets weight
+exp(−inf) = 0 exactly, so the static layout computes the same attention up to the kernel's
+rounding (a masked SDPA call may take another kernel than an unmasked one).
 """
 from dataclasses import dataclass
 
@@ -61,6 +68,47 @@ class _Slot:
         return block.attn1.attend(n, k, v)
 
 
+class _StaticSlot:
+    """Keys/values of the reference and up to `keyframes` historical keyframes in one preallocated
+    buffer (B, heads, (1 + keyframes)·L, d), projected once when a slot is filled; the additive
+    mask hides the empty slots. Tensor shapes never change; filling a slot writes in place."""
+
+    @torch.no_grad()
+    def __init__(self, attn, feature, keyframes, dtype):
+        self.attn = attn
+        self.dtype = dtype
+        k, v = attn.project_kv(feature.to(dtype))
+        b, heads, length, d = k.shape
+        self.length, self.filled = length, 1
+        slots = 1 + keyframes
+        # zeros, not empty: a masked key's value is multiplied by weight 0, and 0·NaN would be NaN
+        self.k = k.new_zeros((b, heads, slots * length, d))
+        self.v = v.new_zeros((b, heads, slots * length, d))
+        self.k[:, :, :length], self.v[:, :, :length] = k, v
+        self.mask = None
+        if keyframes:
+            # own tokens first (always visible), then the slots
+            self.mask = k.new_full((1, 1, 1, (1 + slots) * length), float("-inf"))
+            self.mask[..., :2 * length] = 0
+
+    @torch.no_grad()
+    def append(self, feature):
+        if self.mask is None or (self.filled + 1) * self.length > self.k.shape[2]:
+            raise RuntimeError("every keyframe slot is filled")
+        k, v = self.attn.project_kv(feature.to(self.dtype))
+        i = self.filled * self.length
+        self.k[:, :, i:i + self.length], self.v[:, :, i:i + self.length] = k, v
+        self.mask[..., self.length + i:self.length + i + self.length] = 0
+        self.filled += 1
+
+    def __call__(self, block, n, frames):
+        k_self, v_self = block.attn1.project_kv(n)
+        rep = n.shape[0] // self.k.shape[0]
+        k = torch.cat([k_self, self.k.repeat_interleave(rep, dim=0)], dim=2)
+        v = torch.cat([v_self, self.v.repeat_interleave(rep, dim=0)], dim=2)
+        return block.attn1.attend(n, k, v, self.mask)
+
+
 class _Recorder:
     def __init__(self, out):
         self.out = out
@@ -108,16 +156,19 @@ class ReferenceAttention:
     `bank_dtype`: the official code stores the recorded tokens as float16 whatever the model
     dtype (so an fp32 run sees fp16-rounded reference tokens); parity keeps that (None: keep the
     model dtype). `cache_kv`: project each block's bank to keys/values once per reference/keyframe
-    instead of at every chunk (same numbers, less work).
+    instead of at every chunk (same numbers, less work). `static_keyframes`: None for the growing
+    layout; else the static layout with that many keyframe slots (keys/values always cached).
     """
 
-    def __init__(self, reference_unet, denoising_unet, bank_dtype=torch.float16, cache_kv=True):
+    def __init__(self, reference_unet, denoising_unet, bank_dtype=torch.float16, cache_kv=True,
+                 static_keyframes=None):
         self.reference_unet = reference_unet
         self.readers = dict(transformer_blocks(denoising_unet))
         if self.readers.keys() != dict(transformer_blocks(reference_unet)).keys():
             raise ValueError("reference and denoising UNets have different transformer layouts")
         self.bank_dtype = bank_dtype
         self.cache_kv = cache_kv
+        self.static_keyframes = static_keyframes
         self.slots = {}
         self.keyframes = 0
 
@@ -128,8 +179,13 @@ class ReferenceAttention:
         """Use recorded reference tokens (from `record_tokens`) for later denoiser passes."""
         self.clear()
         for name, feature in tokens.items():
-            self.slots[name] = _Slot(self.cache_kv)
-            self.slots[name].append(self._stored(feature))
+            if self.static_keyframes is None:
+                self.slots[name] = _Slot(self.cache_kv)
+                self.slots[name].append(self._stored(feature))
+            else:
+                attn = self.readers[name].attn1
+                self.slots[name] = _StaticSlot(attn, self._stored(feature), self.static_keyframes,
+                                               attn.to_k.weight.dtype)
 
     def bind(self):
         """Point the denoising UNet's blocks at this bank. Several streams may share one UNet

@@ -28,11 +28,16 @@ class DistilledDDIM:
 
     def step(self, eps, t, x):
         """One DDIM (eta=0) step of `STEP` for every frame. Returns (prev, x0) in float32."""
-        alphas = self._alphas(x.device)
-        t = t.to(x.device)
-        a_t = alphas[t].view(-1, 1, 1, 1)
-        prev_t = t - STEP
-        a_prev = torch.where(prev_t >= 0, alphas[prev_t.clamp(min=0)], torch.ones_like(alphas[t])).view(-1, 1, 1, 1)
-        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
-        prev = a_prev ** 0.5 * x0 + (1 - a_prev) ** 0.5 * eps
-        return prev, x0
+        return ddim_step(self._alphas(x.device), eps, t, x)
+
+
+def ddim_step(alphas, eps, t, x):
+    """`DistilledDDIM.step` with ᾱ given (`alphas` on x's device): a pure function, so a compiled
+    chunk step can hold it."""
+    t = t.to(x.device)
+    a_t = alphas[t].view(-1, 1, 1, 1)
+    prev_t = t - STEP
+    a_prev = torch.where(prev_t >= 0, alphas[prev_t.clamp(min=0)], torch.ones_like(alphas[t])).view(-1, 1, 1, 1)
+    x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
+    prev = a_prev ** 0.5 * x0 + (1 - a_prev) ** 0.5 * eps
+    return prev, x0

@@ -11,6 +11,17 @@ The first chunk also fills the warm-up part of the window by motion-interpolated
 
 Noise contract: one `torch.Generator("cpu")` seeded once; `torch.randn` in float32, then cast:
 (1, 4, 12, h, w) when the reference is set, then (1, 4, 4, h, w) per chunk.
+
+Static step (`Settings.static_step`, always on when the denoising UNet is compiled): every tensor
+shape of a chunk step is fixed from the first chunk on. The reference keys/values live in
+1 + max_keyframes masked slots (reference.py), and the pose guider always sees 4 frames (the first
+chunk's 16 in 4 calls). The denoiser pass with its DDIM step, and the keypoint drawing with the pose
+guider, are then each one function of fixed shapes, which `speed.compile_function` compiles once
+per stream shape (CUDA graphs on a GPU) and a new keyframe only refills a slot.
+
+Host synchronisation: one per chunk, the keyframe decision. Its distance is computed before the
+denoiser pass is queued and copied to the host right away, so reading it waits for that copy only,
+not for the denoiser.
 """
 from dataclasses import dataclass, field
 
@@ -21,7 +32,8 @@ from .hybrid_motion import WARMUP, HybridMotion
 from .motion_controls import MotionControls
 from ..models.keypoints import draw_keypoints
 from .reference import ReferenceAttention
-from .scheduler import DistilledDDIM
+from .scheduler import DistilledDDIM, ddim_step
+from .timing import NO_TIMER
 from ..models.taesd import TAESDDecoder, decode as taesd_decode
 from ..models.vae import decode as vae_decode
 from .window import CHUNK, MicroChunkWindow, window_timesteps
@@ -37,6 +49,45 @@ class Settings:
     cache_reference_kv: bool = True
     keyframes: KeyframeSettings = field(default_factory=KeyframeSettings)
     controls: MotionControls = field(default_factory=MotionControls)
+    static_step: bool = False  # fixed shapes (see the module doc); implied by compiling
+    compile: bool = False  # compile the chunk step for this stream (weights not frozen: a host may move them)
+
+
+def denoise_step(unet, alphas, latents, t, context, motion, pose):
+    """One denoiser pass over the window and its DDIM step: (window for the next pass with the
+    finishing chunk's clean latents first, the finishing chunk's first clean latent), model dtype."""
+    eps = unet(latents, t, context, frames=latents.shape[0], motion=motion, pose=pose)
+    return ddim_update(alphas, eps, t, latents)
+
+
+def ddim_update(alphas, eps, t, latents):
+    """The DDIM step of `denoise_step`, on the denoiser's output `eps`."""
+    prev, x0 = ddim_step(alphas, eps, t, latents)
+    return torch.cat([x0[:CHUNK], prev[CHUNK:]]).to(latents.dtype), x0[:1].to(latents.dtype)
+
+
+def pose_features(pose_guider, keypoints, size, dtype):
+    """Keypoints (n, K, 3) → PoseGuider features (n, C, h, w): the rendered dots, encoded."""
+    return pose_guider(draw_keypoints(keypoints, size).to(dtype))
+
+
+def _late_scalar(value):
+    """Start copying a device scalar to the host now; `_read` it later without waiting for the
+    work queued in between. None and CPU values pass through."""
+    if value is None or value.device.type != "cuda":
+        return value
+    host = value.to("cpu", non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    return host, done
+
+
+def _read(late):
+    if isinstance(late, tuple):
+        host, done = late
+        done.synchronize()
+        return host
+    return late
 
 
 class StreamingSession:
@@ -44,9 +95,21 @@ class StreamingSession:
         self.models = models
         self.settings = settings or Settings()
         bank_dtype = torch.float16 if self.settings.official_quirks else None
+        compiled = getattr(models.denoising_unet, "_speed_compiled", None)
+        if self.settings.compile and not compiled:
+            from ..models.speed import compile_options
+            compiled = compile_options(models.device, frozen_weights=False)
+        self.static = self.settings.static_step or bool(compiled)
+        slots = self.settings.keyframes.max_keyframes if self.static else None
         self.attention = ReferenceAttention(models.reference_unet, models.denoising_unet,
-                                            bank_dtype, self.settings.cache_reference_kv)
+                                            bank_dtype, self.settings.cache_reference_kv, slots)
         self.scheduler = DistilledDDIM()
+        self.step, self.pose = None, pose_features
+        if compiled:
+            from ..models.speed import compile_function
+            self.step = compile_function(denoise_step, compiled)
+            self.pose = compile_function(pose_features, compiled)
+        self.timer = NO_TIMER  # a timing.StageTimer: per-stage times (bench)
         self.window = MicroChunkWindow()
         self.seed = seed
         self.set_reference(reference)
@@ -82,10 +145,27 @@ class StreamingSession:
     def push(self, frames):
         """frames: (4, 3, H, W) driving frames in [-1, 1] at the reference size.
         Returns the 4 finished latents (4, 4, h, w), scaled, in the model dtype."""
+        return self.push_motion(self.extract_motion(frames))
+
+    @torch.no_grad()
+    def extract_motion(self, frames):
+        """The MotionChunk of 4 driving frames (the first part of `push`; may run ahead of the
+        denoiser, in stream order)."""
         if frames.ndim != 4 or frames.shape[0] != CHUNK or tuple(frames.shape[-2:]) != self.reference.size:
             raise ValueError(f"expected a chunk of {CHUNK} frames of size {self.reference.size}, "
                              f"got {tuple(frames.shape)}")
-        return self.push_motion(self.motion(frames.to(self.models.device, torch.float32)))
+        with self.timer("motion"):
+            return self.motion(frames.to(self.models.device, torch.float32))
+
+    def _add_pose(self, keypoints):
+        m = self.models
+        if not self.static:
+            self.window.pose.extend(self.pose(m.pose_guider, keypoints, self.reference.size, m.dtype))
+            return
+        # fixed shapes: 4 frames a call (the first chunk's 16 in 4 calls), each result copied into
+        # the window before the next call (a CUDA graph's output is overwritten by its next replay)
+        for i in range(0, keypoints.shape[0], CHUNK):
+            self.window.pose.append(self.pose(m.pose_guider, keypoints[i:i + CHUNK], self.reference.size, m.dtype))
 
     @torch.no_grad()
     def push_motion(self, chunk):
@@ -95,21 +175,29 @@ class StreamingSession:
         if self.history is None:
             # the first MII frame is exactly the reference's motion (interpolation weight 0)
             self.history = HistoricalKeyframes(chunk.tokens[:1], self.settings.keyframes)
-        pose = m.pose_guider(draw_keypoints(chunk.keypoints, self.reference.size).to(m.dtype))
-        self.window.pose.extend(pose)
+        with self.timer("pose_guider"):
+            self._add_pose(chunk.keypoints)
         self.window.motion.extend(chunk.tokens)
         t999 = window_timesteps(m.device)[-1:]
         self.window.latents.append(self._noised_reference(CHUNK, t999))
         latents, pose, motion = self.window.inputs()
         self.attention.bind()
-        distance = self.history.distance(motion[0], self.chunks_done)
+        with self.timer("keyframe"):
+            distance = _late_scalar(self.history.distance(motion[0], self.chunks_done))
         t = window_timesteps(m.device)
-        eps = m.denoising_unet(latents, t, self.reference.context.to(m.dtype), frames=latents.shape[0],
-                               motion=motion.to(m.dtype), pose=pose)
-        prev, x0 = self.scheduler.step(eps, t, latents)
-        denoised = torch.cat([x0[:CHUNK], prev[CHUNK:]]).to(m.dtype)
-        if self.history.accept(motion[0], distance):
-            self.attention.add_keyframe(x0[:1].to(m.dtype), self.reference.context.to(m.dtype))
+        alphas, context = self.scheduler._alphas(latents.device), self.reference.context.to(m.dtype)
+        tokens = motion.to(m.dtype)
+        if self.step:  # compiled: one graph, the DDIM step included
+            with self.timer("denoiser"):
+                denoised, x0 = self.step(m.denoising_unet, alphas, latents, t, context, tokens, pose)
+        else:
+            with self.timer("denoiser"):
+                eps = m.denoising_unet(latents, t, context, frames=latents.shape[0], motion=tokens, pose=pose)
+            with self.timer("scheduler"):
+                denoised, x0 = ddim_update(alphas, eps, t, latents)
+        with self.timer("keyframe"):
+            if self.history.accept(motion[0], _read(distance)):
+                self.attention.add_keyframe(x0, self.reference.context.to(m.dtype))
         self.chunks_done += 1
         return self.window.advance(denoised)
 

@@ -1,27 +1,39 @@
 """`bench`: streaming speed and memory, chunk by chunk, on synthetic driving frames.
 
 Prints a table, then one JSON line: fps, chunk_ms_p50, chunk_ms_p95, first_output_ms,
-peak_mem_mb (VRAM on a GPU, peak RSS on the CPU), reference_ms and the options used.
-A chunk is timed from its 4 driving frames in to its 4 decoded frames out (device synchronised).
+peak_mem_mb (VRAM on a GPU, peak RSS on the CPU), reference_ms, stage_ms and the options used.
+A chunk is timed from one chunk's frames on the host to the next's (the first from its 4 driving
+frames in): with nothing overlapped, from 4 frames in to 4 decoded frames out.
+
+`stage_ms`: mean time per timed chunk of each stage (motion, of which keypoints and motion_encoder;
+pose_guider, denoiser, scheduler, keyframe, decode, to_host), from CUDA events on a GPU (device
+time; stages on other CUDA streams overlap) and wall time on the CPU. The timing records events or
+reads a clock and changes no result; `--no-stages` leaves it out.
 
 `--vae taesd` decodes with TAESD (`--taesd PATH`, else the weights folder's `taesd/`, else random
 weights when the models are random); `decoder` in the JSON says which decoder ran.
-`--compile`: before the timed stream, a throw-away stream compiles the denoising UNet for every
-shape it will meet (no historical keyframe, then 1, 2, ... up to the maximum), so no compilation
-falls inside the timed chunks; that time is `compile_ms`.
+`--compile`: before the timed stream, a throw-away stream compiles the chunk step (one set of
+shapes for the whole stream, keyframes included), so no compilation falls inside the timed chunks;
+that time is `compile_ms`. `--keyframes N` forces N historical keyframes into the timed run
+(threshold 0 from the first timed chunk on); `keyframes_added` says how many were.
+`--suite` (tools/suite.py) runs every configuration in one process.
 """
 import json
 import resource
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..models.speed import sdpa_backend
+from ..streaming.history import KeyframeSettings
+from ..streaming.overlap import StreamRunner
 from ..streaming.reference import encode_reference
 from ..streaming.render import to_model_frames
 from ..streaming.session import Settings, StreamingSession, decode
-from ..models.speed import apply_speed_options, compile_label
+from ..streaming.timing import STAGES, StageTimer
 
 
 def synthetic_frames(n, size):
@@ -43,35 +55,49 @@ def _peak_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _compile_warmup(models, reference, settings, decoder, frames, log):
-    """Run a throw-away stream until the compiled UNet has met every shape of a stream: the
-    reference alone, then each historical keyframe count. CUDA graphs need a few calls per shape
-    (warm-up, record, replay). Returns (milliseconds, shape variants)."""
+def forced_keyframes(settings, count, first_chunk):
+    """`settings` with `count` historical keyframes accepted from chunk `first_chunk` on (threshold
+    0: every tested chunk qualifies until the slots are full): benchmarks see the keyframe work and
+    the full reference length whatever the synthetic motion does."""
+    return replace(settings or Settings(),
+                   keyframes=KeyframeSettings(threshold=0.0, max_keyframes=count, first_chunk=first_chunk))
+
+
+def _decoder_fn(decoder):
+    return lambda latents: decode(decoder, latents)
+
+
+def _chunks(frames, device, first, count):
+    for c in range(first, first + count):
+        yield to_model_frames(frames[4 * c:4 * c + 4], device)
+
+
+def compile_warmup(models, reference, settings, decoder, frames, log):
+    """Run a throw-away stream until the compiled chunk step has met its shapes (one set for a
+    whole stream, keyframes included) and, on CUDA, recorded its CUDA graphs (warm-up, record,
+    replay). Returns milliseconds."""
     device = models.device
     calls = 3 if torch.device(device).type == "cuda" else 1
     session = StreamingSession(models, reference, seed=0, settings=settings)
-    latents, context = reference.latents.to(models.dtype), reference.context.to(models.dtype)
     _sync(device)
     t0 = time.perf_counter()
-    variants = 1 + session.settings.keyframes.max_keyframes
-    for v in range(variants):
-        if v:  # a historical keyframe: the reference keys/values grow by one block of tokens
-            session.attention.add_keyframe(latents, context)
-        for c in range(calls):
-            x = to_model_frames(frames[:4], device)
-            t = time.perf_counter()
-            decode(decoder, session.push(x)).cpu()
-            log(f"compile warm-up, {v} keyframes, call {c + 1}: {(time.perf_counter() - t) * 1e3:8.1f} ms")
+    for c, out in enumerate(StreamRunner(session, _decoder_fn(decoder)).run(_chunks(frames, device, 0, calls))):
+        log(f"compile warm-up, call {c + 1}: {(time.perf_counter() - t0) * 1e3:8.1f} ms since start")
     _sync(device)
-    return (time.perf_counter() - t0) * 1e3, variants
+    return (time.perf_counter() - t0) * 1e3
 
 
-def run_bench(models, size=512, chunks=32, warmup=3, settings=None, log=print, decoder=None):
-    """`decoder`: models.vae (default) or a TAESD decoder. A denoising UNet compiled by
-    `speed.apply_speed_options` is warmed up first (reported as compile_ms)."""
+def run_bench(models, size=512, chunks=32, warmup=3, settings=None, log=print, decoder=None, stages=True,
+              overlap=False, keyframes=None):
+    """`decoder`: models.vae (default) or a TAESD decoder. A chunk step compiled by
+    `speed.apply_speed_options` is warmed up first (reported as compile_ms). `overlap`: motion ahead
+    and decode behind on CUDA streams (streaming/overlap.py). `keyframes`: force that many."""
     device = models.device
     decoder = models.vae if decoder is None else decoder
+    if keyframes is not None:
+        settings = forced_keyframes(settings, keyframes, warmup)
     ref = Image.fromarray(next(synthetic_frames(1, size)))
+    _sync(device)
     t0 = time.perf_counter()
     reference = encode_reference(models, ref, size)
     _sync(device)
@@ -79,22 +105,33 @@ def run_bench(models, size=512, chunks=32, warmup=3, settings=None, log=print, d
     frames = list(synthetic_frames(4 * (warmup + chunks), size))
     compile_ms = None
     if getattr(models.denoising_unet, "_speed_compiled", None):
-        compile_ms, variants = _compile_warmup(models, reference, settings, decoder, frames, log)
-        log(f"compiled ({variants} shapes) in {compile_ms / 1e3:.1f} s")
+        compile_ms = compile_warmup(models, reference, settings, decoder, frames, log)
+        log(f"compiled in {compile_ms / 1e3:.1f} s")
     session = StreamingSession(models, reference, seed=0, settings=settings)
+    timer = StageTimer(device) if stages else None
+    if timer:
+        session.timer = timer
+    hooks = [h for module, name in ((models.motion_extractor, "keypoints"), (models.motion_encoder, "motion_encoder"))
+             for h in timer.hooks(module, name)] if timer else []
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    runner = StreamRunner(session, _decoder_fn(decoder), motion_ahead=overlap, decode_behind=overlap, timer=timer)
     times = []
-    for c in range(warmup + chunks):
-        x = to_model_frames(frames[4 * c:4 * c + 4], device)
+    try:
         _sync(device)
         t = time.perf_counter()
-        out = decode(decoder, session.push(x))
-        out.cpu()
-        times.append((time.perf_counter() - t) * 1e3)
-        log(f"chunk {c:3d}{' (warm-up)' if c < warmup else ''}: {times[-1]:8.1f} ms")
+        for c, _out in enumerate(runner.run(_chunks(frames, device, 0, warmup + chunks))):
+            now = time.perf_counter()
+            times.append((now - t) * 1e3)
+            t = now
+            log(f"chunk {c:3d}{' (warm-up)' if c < warmup else ''}: {times[-1]:8.1f} ms")
+            if c == warmup - 1 and timer:
+                timer.reset()  # stage times of the timed chunks only
+    finally:
+        for h in hooks:
+            h.remove()
     timed = np.array(times[warmup:])
-    return {
+    result = {
         "fps": round(4 * len(timed) / (timed.sum() / 1e3), 3),
         "chunk_ms_p50": round(float(np.percentile(timed, 50)), 1),
         "chunk_ms_p95": round(float(np.percentile(timed, 95)), 1),
@@ -102,7 +139,24 @@ def run_bench(models, size=512, chunks=32, warmup=3, settings=None, log=print, d
         "reference_ms": round(reference_ms, 1),
         "compile_ms": None if compile_ms is None else round(compile_ms, 1),
         "peak_mem_mb": round(_peak_mb(device), 1),
+        "keyframes_added": session.attention.keyframes,
+        "overlap": bool(overlap),
+        "static_step": session.static,
     }
+    if timer:
+        totals = timer.totals()
+        result["stage_ms"] = {k: round(totals[k] / len(timed), 2) for k in STAGES if k in totals}
+    return result
+
+
+def stage_table(stage_ms):
+    """Lines of a table of the stage times (ms per chunk)."""
+    lines = ["stage            ms/chunk"]
+    for name in STAGES:
+        if name in stage_ms:
+            indent = "  " if name in ("keypoints", "motion_encoder") else ""
+            lines.append(f"{indent + name:<16} {stage_ms[name]:9.2f}")
+    return lines
 
 
 def pick_decoder(args, models, log):
@@ -127,22 +181,32 @@ def pick_decoder(args, models, log):
 
 def main(args, log):
     from .options import load_weights_source, pick_device, pick_dtype, resolve_speed_arguments
+    from ..models.speed import apply_speed_options, compile_decoder, compile_label
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
     resolve_speed_arguments(args, device, dtype)
     models = load_weights_source(args, device, dtype)
     decoder, decoder_name = pick_decoder(args, models, log)
     apply_speed_options(models, channels_last=args.channels_last, compile=args.compile, extra=[decoder],
-                        onednn=args.onednn_linear)
-    settings = Settings(cache_reference_kv=not args.no_cache_kv)
+                        onednn=args.onednn_linear, fp8=args.fp8_linear)
+    if args.compile_decoder:
+        compile_decoder(decoder)
+    settings = Settings(cache_reference_kv=not args.no_cache_kv, static_step=args.static_step)
     threads = torch.get_num_threads()
-    result = run_bench(models, args.size, args.chunks, args.warmup, settings, log, decoder)
+    with sdpa_backend(args.sdpa):
+        result = run_bench(models, args.size, args.chunks, args.warmup, settings, log, decoder, args.stages,
+                           args.overlap, args.keyframes)
+    compiled = getattr(models.denoising_unet, "_speed_compiled", None)
     result.update(size=args.size, chunks=args.chunks, device=str(device), dtype=str(dtype).split(".")[-1],
                   weights=args.weights or f"random-{args.random_weights}", vae=args.vae, decoder=decoder_name,
                   channels_last=args.channels_last, onednn_linear=args.onednn_linear,
-                  reuse_memory=args.reuse_memory,
-                  compile=compile_label(device) if args.compile else None,
+                  reuse_memory=args.reuse_memory, cudnn_benchmark=args.cudnn_benchmark, sdpa=args.sdpa,
+                  fp8_linear=args.fp8_linear and any(type(m).__name__ == "Fp8Linear"
+                                                     for m in models.denoising_unet.modules()),
+                  compile=compile_label(compiled) if compiled else None, compile_decoder=args.compile_decoder,
                   cache_reference_kv=not args.no_cache_kv, threads=threads)
+    for line in stage_table(result.get("stage_ms", {}))[1:] if args.stages else []:
+        log(line)
     compiled = f" | compile {result['compile_ms'] / 1e3:.1f} s" if result["compile_ms"] is not None else ""
     log(f"{result['fps']:.2f} fps | chunk p50 {result['chunk_ms_p50']} ms, p95 {result['chunk_ms_p95']} ms | "
         f"first output {result['first_output_ms']} ms | peak {result['peak_mem_mb']} MB{compiled}")

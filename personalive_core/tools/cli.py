@@ -63,7 +63,8 @@ def parser():
     b = sub.add_parser("bench", help="measure streaming speed and memory")
     add_weights_source(b)
     b.add_argument("--size", type=int, default=512)
-    b.add_argument("--chunks", type=int, default=32, help="timed chunks, after --warmup")
+    b.add_argument("--chunks", type=int, default=None,
+                   help="timed chunks, after --warmup (default 32; in --suite, of each non-headline run: 16)")
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
@@ -72,6 +73,30 @@ def parser():
     b.add_argument("--taesd", metavar="PATH", help="TAESD decoder weights (implies --vae taesd)")
     add_speed_arguments(b)
     b.add_argument("--no-cache-kv", action="store_true", help="re-project the reference tokens at every chunk")
+    b.add_argument("--stages", action=argparse.BooleanOptionalAction, default=True,
+                   help="time each stage of a chunk (CUDA events on a GPU; default on)")
+    b.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=False,
+                   help="CUDA: motion of the next chunk and decode of the previous one on their own CUDA streams, "
+                        "beside the denoiser (one chunk more latency); the plain loop elsewhere")
+    b.add_argument("--compile-decoder", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the decoder network too (no CUDA graphs: it may run beside the step)")
+    b.add_argument("--keyframes", type=int, default=None, metavar="N",
+                   help="force N historical keyframes into the timed chunks (threshold 0); default: the official "
+                        "test, which synthetic frames rarely pass")
+    s_ = b.add_argument_group("suite", "bench --suite: every configuration in one process")
+    s_.add_argument("--suite", action="store_true",
+                    help="run every configuration (eager/compiled, fp16/bf16, SD VAE/TAESD, overlap, kernels, fp8) "
+                         "and a precision run of the fast path against fp32, loading the weights once")
+    s_.add_argument("--only", metavar="NAMES", help="suite: run only these configurations (comma-separated names, "
+                                                    "'precision' included); the others are reported as skipped")
+    s_.add_argument("--budget-s", type=float, default=480,
+                    help="suite: skip the configurations that would not finish within this many seconds")
+    s_.add_argument("--headline-chunks", type=int, default=64, help="suite: timed chunks of the headline runs")
+    s_.add_argument("--precision-chunks", type=int, default=100, help="suite: chunks of the precision run")
+    s_.add_argument("--compile-backend", default=None,
+                    help="suite and --compile: torch.compile backend (inductor; eager or aot_eager to test the wiring)")
+    s_.add_argument("--compile-cache", metavar="DIR",
+                    help="suite: the compiler's cache folder (default: a fresh one, so the first compile is cold)")
     b.set_defaults(fn=cmd_bench)
     from .bench_memory import add_parser as add_bench_memory
     add_bench_memory(sub)

@@ -18,6 +18,7 @@ def motion_controls(a):
 
 
 def cmd_render(a):
+    from ..models.speed import sdpa_backend
     from ..media.driving import DrivingSource
     from ..media.footage import Reframer, render_footage
     from ..models.loader import load_models
@@ -49,13 +50,12 @@ def cmd_render(a):
         taesd = load_taesd(a.taesd, device, dtype)
         decoder = taesd_decoder(taesd)
         log(f"decoding with TAESD from {a.taesd} (fast preview, lower quality than the SD VAE)")
-    if a.channels_last or a.compile or a.onednn_linear:
-        from ..models.speed import apply_speed_options, compile_label
+    if a.channels_last or a.compile or a.onednn_linear or a.fp8_linear:
+        from ..models.speed import apply_speed_options, compile_options
         apply_speed_options(models, channels_last=a.channels_last, compile=a.compile,
-                            extra=[taesd] if taesd else [], onednn=a.onednn_linear)
+                            extra=[taesd] if taesd else [], onednn=a.onednn_linear, fp8=a.fp8_linear)
         if a.compile:
-            log(f"compiling the denoising UNet ({compile_label(device)}) on the first chunk; each new "
-                "historical keyframe compiles once more")
+            log(f"compiling the chunk step ({compile_options(device)}) at the first chunk")
     reference = encode_reference(models, ref, a.size)
     out = Output(a.out, source.fps, source.audio_file(), log)
     t0, total = time.perf_counter(), chunks_needed(a.frames) if a.frames else None
@@ -64,9 +64,11 @@ def cmd_render(a):
         eta = f"/{total}" if total else ""
         log(f"chunk {n}{eta}  {(time.perf_counter() - t0) / n:.2f} s/chunk")
 
-    settings = Settings(official_quirks=not a.no_official_quirks, controls=controls)
+    settings = Settings(official_quirks=not a.no_official_quirks, controls=controls, static_step=a.static_step)
     try:
-        render_footage(out, models, reference, source, reframer, a.seed, a.keep_warmup, settings, progress, decoder)
+        with sdpa_backend(a.sdpa):
+            render_footage(out, models, reference, source, reframer, a.seed, a.keep_warmup, settings, progress,
+                           decoder)
     except KeyboardInterrupt:
         log(f"interrupted after {out.count} frames: {a.out} holds them")
         raise
@@ -100,4 +102,12 @@ def cmd_bench(a):
     if a.taesd and a.vae == "full":
         raise InputError("--taesd is a TAESD decoder: use it with --vae taesd (or leave --vae out)")
     a.vae = a.vae or ("taesd" if a.taesd else "full")
-    bench_main(a, log)
+    if a.chunks is None:
+        a.chunks = 16 if a.suite else 32
+    if a.compile_backend:
+        from ..models import speed
+        speed.BACKEND = a.compile_backend
+    if a.suite:
+        from .suite import main as suite_main
+        return suite_main(a, log)
+    return bench_main(a, log)

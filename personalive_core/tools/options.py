@@ -60,9 +60,20 @@ def add_speed_arguments(p):
     p.add_argument("--reuse-memory", action=argparse.BooleanOptionalAction, default=None,
                    help=f"CPU, Linux: keep freed memory for the next layers instead of returning it to the "
                         f"system, which re-zeroes it at every allocation ({on})")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the denoising UNet (static shapes; CUDA graphs on a GPU); the first "
-                        "chunk and each new historical keyframe compile, which takes minutes")
+    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=None,
+                   help="CUDA: let cuDNN time its convolution algorithms once per shape and keep the fastest "
+                        "(default: on for CUDA)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the chunk step (the denoiser pass with its DDIM step, and the pose guider) "
+                        "with static shapes, CUDA graphs on a GPU; compiled once at the first chunk (minutes cold, "
+                        "less from the compiler's cache), never again for keyframes (implies --static-step)")
+    p.add_argument("--static-step", action=argparse.BooleanOptionalAction, default=False,
+                   help="fixed shapes from the first chunk on: keyframe slots preallocated and masked")
+    p.add_argument("--sdpa", default="auto", choices=["auto", "flash", "efficient", "cudnn", "math"],
+                   help="attention kernel to prefer (default: torch's choice)")
+    p.add_argument("--fp8-linear", action=argparse.BooleanOptionalAction, default=False,
+                   help="Hopper-class GPUs (sm_90+): the denoising UNet's linear layers in fp8 with per-tensor "
+                        "scales (changes the frames; see README); ignored elsewhere")
 
 
 def resolve_speed_arguments(a, device, dtype):
@@ -76,3 +87,5 @@ def resolve_speed_arguments(a, device, dtype):
         a.reuse_memory = reuse_freed_memory()
         if not a.reuse_memory:
             log("note: --reuse-memory needs glibc (Linux); left off")
+    if a.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True

@@ -85,7 +85,7 @@ def _side(spec, args):
                          f"{', '.join(DTYPES)} (e.g. cuda:fp16)")
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
-    fast = Namespace(channels_last=None, onednn_linear=None, reuse_memory=None)
+    fast = Namespace(channels_last=None, onednn_linear=None, reuse_memory=None, cudnn_benchmark=None)
     resolve_speed_arguments(fast, device, dtype)  # this side's defaults; memory reuse before the load
     models = load_weights_source(args, device, dtype)
     return apply_speed_options(models, channels_last=fast.channels_last, onednn=fast.onednn_linear)
