@@ -73,8 +73,8 @@ class LiveTarget:
 def warm_up(target, chunks=WARM_CHUNKS, on_progress=None):
     """Prepare: `chunks` chunks of the target's reference as a still driving picture through a
     throwaway session and the decoder, at the live size. `on_progress(done, total)` after each.
-    A denoiser compiled by the speed options (models.speed.compile_unet) compiles in the first of
-    these chunks: that is the compile step of Prepare. Returns {"chunks", "seconds", "chunk_ms":
+    A compiled chunk step (models.speed.mark_compiled, or the target's `Settings.compile`) compiles
+    in the first of these chunks: that is the compile step of Prepare. Returns {"chunks", "seconds", "chunk_ms":
     [per chunk], "compiled": whether the denoiser is a compiled one}."""
     t0 = time.perf_counter()
     times = []
@@ -90,7 +90,7 @@ def warm_up(target, chunks=WARM_CHUNKS, on_progress=None):
         times.append(round((time.perf_counter() - t) * 1e3, 1))
         if on_progress:
             on_progress(i + 1, chunks)
-    compiled = bool(getattr(models.denoising_unet, "_speed_compiled", False))
+    compiled = bool(getattr(models.denoising_unet, "_speed_compiled", False) or target.settings.compile)
     return {"chunks": chunks, "seconds": round(time.perf_counter() - t0, 3), "chunk_ms": times, "compiled": compiled}
 
 
