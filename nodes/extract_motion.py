@@ -1,5 +1,7 @@
 """PersonaLive Extract Motion: driving frames → PERSONALIVE_MOTION (hybrid motion per 4-frame chunk,
 including the mirrored padding chunks that flush the window) + a keypoint/face-box preview."""
+import logging
+
 import numpy as np
 import torch
 
@@ -98,7 +100,7 @@ class PersonaLiveExtractMotion(io.ComfyNode):
             raise ValueError("connect exactly one driving input: 'driving_images' (an IMAGE batch, e.g. from "
                              "'Get Video Components') or 'driving_video' (a VIDEO from 'Load Video')")
         source = DrivingSource(driving_images, max_frames, "driving_images") if driving_video is None else \
-            DrivingSource(driving_video, max_frames, "driving_video")
+            DrivingSource(driving_video, max_frames, "driving_video", log=logging.warning)
         m = load_networks(model, size)
         reference = Reference(pixels[0].to(m.device, m.dtype), cond.to(m.device, m.motion_extractor.dtype) / 2 + 0.5,
                               None, None, {})

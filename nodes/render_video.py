@@ -122,7 +122,7 @@ class PersonaLiveRenderVideo(io.ComfyNode):
     @classmethod
     def _render(cls, model, reference, vae, video, seed, size, reframer, max_frames, settings, filename_prefix,
                 scratch):
-        driving = DrivingSource(video, max_frames, name="video")
+        driving = DrivingSource(video, max_frames, name="video", log=logging.warning)
         total = chunks_needed(driving.estimate) if driving.estimate else None
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), size, size)
@@ -143,7 +143,7 @@ class PersonaLiveRenderVideo(io.ComfyNode):
             mm.throw_exception_if_processing_interrupted()
             load_networks(model, size)  # the VAE may have pushed the networks out
 
-        out = Output(path, driving.fps, driving.audio_file(scratch), logging.info)
+        out = Output(path, driving.fps, driving.audio_file(scratch), logging.info, driving.time_base, driving.start)
         try:
             render_footage(out, m, reference.reference, driving, reframer, seed, False, settings, on_chunk, decoder)
         except BaseException:

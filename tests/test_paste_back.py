@@ -45,3 +45,44 @@ def test_paste_back_rejects_wrong_frame():
     _, info = fc.crop(np.zeros((100, 200, 3), np.uint8), (10, 10, 60, 60), 32)
     with pytest.raises(ValueError):
         paste_back(np.zeros((32, 32, 3), np.uint8), np.zeros((100, 100, 3), np.uint8), info)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_tall_boxes_are_blended_in_strips_with_the_same_result(dtype):
+    """A box taller than STRIP rows goes row strip by row strip; the result is the one-piece blend's
+    (float rounding apart) and the memory beyond the result stays a few strips."""
+    import tracemalloc
+    from personalive_core.media import paste_back as pb
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 256, (1100, 1500, 3)).astype(np.uint8)
+    original = original if dtype == np.uint8 else original.astype(np.float32) / 255
+    generated = rng.random((64, 64, 3), dtype=np.float32)
+    info = fc.CropInfo((200, -150, 1250, 900), (1100, 1500), 64)  # 1050 rows, partly above the frame
+    strips = pb.paste_back(generated, original, info)
+    one_piece = _one_piece(generated, original, info)
+    tol = 1 if dtype == np.uint8 else 1e-5
+    assert np.abs(strips.astype(np.float64) - one_piece).max() <= tol
+    tracemalloc.start()
+    try:
+        pb.paste_back(generated, original, info)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < original.nbytes + 12 * pb.STRIP * 1050 * 3 * 4  # the result + a few float strips
+
+
+def _one_piece(generated, original, info):
+    """The blend in one piece (the whole box resized at once), in float64 for comparison."""
+    import cv2
+    from personalive_core.media.paste_back import feather_mask
+    x0, y0, x1, y1 = info.box
+    side, (h, w) = x1 - x0, original.shape[:2]
+    gen = cv2.resize(generated, (side, side), interpolation=cv2.INTER_LINEAR)
+    m = cv2.resize(feather_mask(64), (side, side), interpolation=cv2.INTER_LINEAR)[..., None]
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    scale = 255.0 if original.dtype == np.uint8 else 1.0
+    out = original.astype(np.float64)
+    region = out[iy0:iy1, ix0:ix1] / scale
+    g, mm = gen[iy0 - y0: iy1 - y0, ix0 - x0: ix1 - x0], m[iy0 - y0: iy1 - y0, ix0 - x0: ix1 - x0]
+    out[iy0:iy1, ix0:ix1] = np.where(mm > 0, (region + mm * (g - region)) * scale, region * scale)
+    return out

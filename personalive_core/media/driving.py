@@ -5,9 +5,15 @@ Frames come out as uint8 RGB (H, W, 3), one decoded at a time, so an hour-long v
 memory. A VIDEO is used through its public interface only (duck-typed, no host import): its own
 `get_stream_source()` (a path or a file-like object) is decoded frame by frame; a VIDEO without
 one (frames already in memory) gives its `get_components()` (`.images`, `.audio`, `.frame_rate`).
+
+Video as phones and downloads deliver it: frames come out upright (the display matrix applied, as
+players show them, `rotation.py`), with their presentation times (`times`: variable frame rates
+and 30000/1001 kept exactly by the writer); a damaged packet is skipped, a file cut off mid-stream
+gives the frames before the cut, and either is logged with where it happened.
 """
 import os
 import shutil
+from collections import deque
 from fractions import Fraction
 
 import numpy as np
@@ -15,6 +21,7 @@ import torch
 
 from ..errors import InputError
 from .images import IMAGE_SUFFIXES, load_image
+from .rotation import apply as turn, rotate_tag, upright_steps
 from .video_io import write_wav
 
 DEFAULT_FPS = Fraction(25)  # image folders, single images, IMAGE batches and videos without a rate
@@ -25,12 +32,22 @@ class DrivingSource:
 
     `fps` (Fraction), `estimate` (frame count known beforehand, within the limit, else None),
     `read` (frames the last iteration yielded); `audio()` as an AUDIO dict, `audio_file()` as a
-    file to mux. `name` prefixes error messages (the node input's name)."""
+    file to mux. `name` prefixes error messages (the node input's name); `log(message)` hears of
+    damaged or cut-off video.
 
-    def __init__(self, source, limit=0, name=""):
-        self.limit, self.where = limit or 0, f"{name}: " if name else ""
+    Video files also give `times` (while iterating: a deque of the presentation times, in seconds
+    from `start`, of the frames yielded and not yet taken by the writer), `time_base` (the stream's,
+    for the writer) and `start` (seconds: the stream's start, where the audio is cut from); other
+    sources have `times` None (frames at `fps`)."""
+
+    def __init__(self, source, limit=0, name="", log=None):
+        self.source, self.limit, self.name, self.where = source, limit or 0, name, f"{name}: " if name else ""
+        self.log = log or (lambda message: None)
         self.images = self.files = self.stream = self.audio_dict = None
         self.fps, self.count, self.read = DEFAULT_FPS, None, 0
+        self.times = self.time_base = None
+        self.start = Fraction(0)
+        self.end = None  # seconds from `start` to the end of the last frame read
         if isinstance(source, (str, os.PathLike)):
             self._open_path(os.fspath(source))
         elif isinstance(source, torch.Tensor):
@@ -50,6 +67,8 @@ class DrivingSource:
             self.count = len(self.files)
         elif not os.path.isfile(path):
             raise InputError(f"{self.where}driving video not found: {path}")
+        elif os.path.getsize(path) == 0:
+            raise InputError(f"{self.where}driving video {path} is empty (0 bytes): copy or export it again")
         elif path.lower().endswith(IMAGE_SUFFIXES):
             self.files, self.count = [path], 1
         else:
@@ -80,10 +99,27 @@ class DrivingSource:
                 v = c.streams.video[0]
                 self.fps = Fraction(v.average_rate) if v.average_rate else DEFAULT_FPS
                 self.count = v.frames or (round(c.duration / 1e6 * self.fps) if c.duration else None)
+                self.time_base = v.time_base
+                self.start = v.start_time * v.time_base if v.start_time is not None else Fraction(0)
         except InputError:
             raise
         except Exception as e:
-            raise InputError(f"{self.where}cannot open driving video {self._label()}: {e}") from e
+            raise InputError(f"{self.where}cannot open driving video {self._label()}: {e}{self._hint()}") from e
+
+    def _hint(self):
+        """Why an mp4/mov that starts well cannot be opened: its index was never written."""
+        try:
+            if hasattr(self.stream, "read"):
+                head = self._rewound().read(12)
+            else:
+                with open(self.stream, "rb") as f:
+                    head = f.read(12)
+        except OSError:
+            return ""
+        if head[4:8] == b"ftyp":
+            return (". The file has no index (moov): a recording cut off before it finished, or a download "
+                    "that stopped; it cannot be read as it is (a repair tool such as untrunc may recover it)")
+        return ". Is it a video file? Use an mp4, mov, mkv or webm video"
 
     def _rewound(self):
         if hasattr(self.stream, "seek"):
@@ -100,8 +136,21 @@ class DrivingSource:
             return min(self.count, self.limit)
         return self.count or self.limit or None
 
+    def again(self):
+        """The same frames once more, read independently (a second decoder), or None where the input
+        cannot be read twice at once (a file-like object): paste-back re-reads the originals in step
+        with the output instead of holding the ~20 frames in flight (2 GB at 8K)."""
+        if self.stream is not None and not isinstance(self.stream, str):
+            return None
+        twin = DrivingSource(self.source, self.limit, self.name)
+        twin.keep_times = False
+        return twin
+
+    keep_times = True
+
     def __iter__(self):
         self.read = 0
+        self.times = deque() if self.stream is not None and self.keep_times else None
         frames = self._decode()
         try:
             for frame in frames:
@@ -122,8 +171,57 @@ class DrivingSource:
         else:
             import av
             with av.open(self._rewound(), mode="r") as c:
-                for frame in c.decode(video=0):
-                    yield frame.to_ndarray(format="rgb24")
+                yield from self._video_frames(c)
+
+    def _video_frames(self, container):
+        """Upright uint8 frames of the first video stream (display matrix applied); their times, from
+        the stream's start, go to `self.times`. A damaged packet is skipped and reading goes on; where
+        the data ends early, reading stops there; either is logged once, with where it happened."""
+        import av
+        stream = container.streams.video[0]
+        steps, index, t, failure, skipped, recovered = None, -1, None, None, 0, False
+        try:
+            for packet in container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as e:
+                    skipped += 1
+                    failure = failure or (index, t, e)
+                    continue
+                recovered = recovered or (failure is not None and packet.size > 0)  # not just the flush
+                for frame in decoded:
+                    if steps is None:
+                        steps = upright_steps(frame, rotate_tag(stream.metadata))
+                    index += 1
+                    previous, t = t, (frame.pts * frame.time_base - self.start if frame.pts is not None else
+                                      (t + 1 / self.fps if t is not None else Fraction(0)))
+                    self.end = t + (t - previous if previous is not None and t > previous else 1 / self.fps)
+                    if self.times is not None:
+                        self.times.append(t)
+                    yield turn(frame.to_ndarray(format="rgb24"), steps)
+        except av.error.FFmpegError as e:  # the container cannot be read further
+            skipped += 1
+            failure = failure or (index, t, e)
+        self._report(container, stream, index, t, failure if not recovered else None,
+                     failure if recovered else None, skipped)
+
+    def _report(self, container, stream, index, t, stop, damage, skipped):
+        label = f"{self.where}driving video {self._label()}"
+        where = f"after frame {index} ({float(t or 0):.2f} s)" if index >= 0 else "before its first frame"
+        if stop is not None:
+            self.log(f"{label}: reading stopped {where}: {stop[2]}. The file seems cut short or damaged; the "
+                     f"{index + 1} frames before are used")
+        elif damage is not None:
+            fi, ft, e = damage
+            self.log(f"{label}: skipped {skipped} damaged packet(s) after frame {fi} ({float(ft or 0):.2f} s): {e}; "
+                     "the frames that follow may show blocks or smears")
+        else:
+            stated = (stream.duration * stream.time_base if stream.duration else
+                      Fraction(container.duration, 10 ** 6) if container.duration else None)
+            step = 1 / self.fps
+            if stated is not None and index >= 0 and t + step < stated - max(2 * step, Fraction(1, 2)):
+                self.log(f"{label}: the video ends {where} but says it lasts {float(stated):.2f} s. The file seems "
+                         f"cut short; the {index + 1} frames it has are used")
 
     # -- audio ---------------------------------------------------------------------------------
     def has_audio(self):
@@ -138,7 +236,8 @@ class DrivingSource:
         Components' decodes it, or None; cut to the frames read when the limit ended the reading."""
         audio = self.audio_dict if self.stream is None else self._decode_audio()
         if audio is not None and self.limit and self.read == self.limit:
-            keep = int(round(self.read / self.fps * audio["sample_rate"]))
+            end = self.end if self.end is not None else self.read / self.fps
+            keep = int(round(end * audio["sample_rate"]))
             audio = {**audio, "waveform": audio["waveform"][..., :keep]}
         return audio
 
@@ -148,7 +247,12 @@ class DrivingSource:
             if not c.streams.audio:
                 return None
             stream = c.streams.audio[0]
-            chunks = [frame.to_ndarray() for packet in c.demux(stream) for frame in packet.decode()]
+            chunks = []
+            try:
+                for packet in c.demux(stream):
+                    chunks += [frame.to_ndarray() for frame in packet.decode()]
+            except av.error.FFmpegError as e:  # damaged or cut off: the audio up to there
+                self.log(f"{self.where}the audio of {self._label()} stops early ({e})")
             if not chunks:
                 return None
             waveform = torch.from_numpy(np.concatenate(chunks, axis=1)).unsqueeze(0)

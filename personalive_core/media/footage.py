@@ -10,9 +10,10 @@ The model works on `size × size` squares. `Reframer` sits between the footage a
   warped back into the original reference or driving frame at its original resolution, with the
   feathered mask of `paste_back.paste_back`; else the generated frame itself).
 
-Memory stays flat: the tracker is O(1), and for `paste_into="driving"` only the original frames
-whose outputs are still in the stream's window (about 20) are kept. `render_footage` is the whole
-way from a driving source to a written file (the `render` command and the Render Video node).
+Memory stays flat: the tracker is O(1), and for `paste_into="driving"` the original frames are
+read a second time in step with the output (only their crop boxes wait for it). `render_footage` is
+the whole way from a driving source to a written file (the `render` command and the Render Video
+node).
 """
 from collections import deque
 
@@ -46,6 +47,7 @@ class Reframer:
         self.reference_found = None  # True/False after `reference()` with crop "auto"
         self.reference_original = self.reference_info = None
         self.pending = deque()  # (original driving frame or None, CropInfo) awaiting their output
+        self.originals = self.current = None  # a second read of the driving frames, for paste-back
         self.frames = 0  # driving frames read
         self.missing = 0
         self.missing_first = []
@@ -74,8 +76,13 @@ class Reframer:
                              f"reference is {original.shape[1]}x{original.shape[0]}")
         self.reference_original, self.reference_info = original, info
 
-    def driving(self, frames):
-        """Iterable of uint8 (H, W, 3) original frames → uint8 (size, size, 3) model frames."""
+    def driving(self, frames, originals=None):
+        """Iterable of uint8 (H, W, 3) original frames → uint8 (size, size, 3) model frames.
+
+        originals: the same frames once more (e.g. `DrivingSource.again()`), for paste_into "driving":
+        read in step with the output, so no original frame waits in memory for its output (which
+        comes ~20 frames later: 2 GB of 8K frames). Without it those frames are held."""
+        self.originals = iter(originals) if originals is not None and self.paste_into == "driving" else None
         tracker = FaceTracker(scale=self.scale, detector=self.detector, **self.tracker_kw) \
             if self.crop == "auto" else None
         for frame in frames:
@@ -92,7 +99,7 @@ class Reframer:
                     self.missing_first.append(i)
             patch, info = fc.crop(frame, box, self.size)
             if self.paste_into == "driving":
-                self.pending.append((frame, info))
+                self.pending.append((None if self.originals is not None else frame, info))
             yield patch
 
     # -- output ----------------------------------------------------------------------------------
@@ -110,7 +117,20 @@ class Reframer:
         if not self.pending:
             raise RuntimeError("an output frame arrived before its driving frame")
         original, info = self.pending[0] if warmup else self.pending.popleft()
+        if self.originals is not None:
+            original = self._original(warmup)
         return paste_back(frame, original, info, self.feather)
+
+    def _original(self, warmup):
+        """The original of the oldest pending frame from the second read (warm-up frames reuse the first)."""
+        if self.current is None:
+            self.current = next(self.originals, None)
+            if self.current is None:
+                raise RuntimeError("the second read of the driving frames ended early")
+        original = self.current
+        if not warmup:
+            self.current = None
+        return original
 
     def report(self):
         """One line about driving frames without a face, or None when every frame had one."""
@@ -126,11 +146,19 @@ def render_footage(out, models, reference, source, reframer, seed=0, keep_warmup
     """Render the driving frames of `source` (a DrivingSource or any iterable of uint8 frames) through
     `reframer` into `out` (a media.output.Output), frame by frame. `out` is closed at the end, also
     when the run stops early (an exception, an interrupt), so what was written stays playable.
-    The other arguments are `render_stream`'s."""
-    frames = render_stream(models, reference, reframer.driving(source), seed, keep_warmup, settings, on_chunk,
-                           decoder)
+    The other arguments are `render_stream`'s.
+
+    Each frame is written at its driving frame's presentation time (`source.times`, where the source
+    has them), warm-up frames before them at the source's rate."""
+    again = getattr(source, "again", None)
+    originals = again() if again is not None and reframer.paste_into == "driving" else None
+    frames = render_stream(models, reference, reframer.driving(source, originals), seed, keep_warmup, settings,
+                           on_chunk, decoder)
     try:
         for j, frame in enumerate(frames):
-            out.write(reframer.output(frame, warmup=keep_warmup and j < WARMUP))
+            warmup = keep_warmup and j < WARMUP
+            times = getattr(source, "times", None)
+            time = times.popleft() if times is not None and not warmup else None
+            out.write(reframer.output(frame, warmup=warmup), time)
     finally:
         out.close()

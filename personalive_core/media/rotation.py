@@ -19,14 +19,23 @@ def display_matrix(frame):
     return None
 
 
-def upright_steps(frame, rotate_tag=None):
+def rotate_tag(metadata):
+    """A stream's `rotate` tag in degrees clockwise (any letter case: Matroska writes ROTATE), or 0."""
+    value = next((v for k, v in metadata.items() if k.lower() == "rotate"), 0)
+    try:
+        return round(float(value))
+    except ValueError:
+        return 0
+
+
+def upright_steps(frame, rotate_tag=0):
     """What turns `frame` (a PyAV VideoFrame) upright: a tuple of steps for `apply`, () if nothing.
 
     rotate_tag: the stream's `rotate` metadata (degrees clockwise), used only when the frame carries
     no display matrix (FFmpeg builds before 5 exposed only the tag)."""
     m = display_matrix(frame)
     if m is None:
-        degrees = int(rotate_tag or 0) % 360
+        degrees = rotate_tag % 360
         return {90: ("clock",), 180: ("hflip", "vflip"), 270: ("cclock",)}.get(degrees, ())
     theta = -frame.rotation % 360  # degrees clockwise for display, as FFmpeg's get_rotation
     if abs(theta - 90) < 1:

@@ -41,7 +41,7 @@ def cmd_render(a):
     resolve_speed_arguments(a, device, dtype)
     reframer = Reframer(a.size, a.crop, paste_into, scale=a.crop_scale, feather=a.feather, log=log)
     ref = reframer.reference(load_image(a.reference))
-    source = DrivingSource(a.driving, a.frames)
+    source = DrivingSource(a.driving, a.frames, log=log)
     log(f"loading weights from {a.weights} ({device}, {str(dtype).split('.')[-1]})")
     models = load_models(a.weights, device, dtype)
     decoder = taesd = None
@@ -57,7 +57,7 @@ def cmd_render(a):
         if a.compile:
             log(f"compiling the chunk step ({compile_options(device)}) at the first chunk")
     reference = encode_reference(models, ref, a.size)
-    out = Output(a.out, source.fps, source.audio_file(), log)
+    out = Output(a.out, source.fps, source.audio_file(), log, source.time_base, source.start)
     t0, total = time.perf_counter(), chunks_needed(a.frames) if a.frames else None
 
     def progress(n, _frames):
