@@ -186,3 +186,46 @@ def test_huge_and_extreme_frames_get_a_crop_in_bounded_memory(tmp_path, h, w, fr
     assert crops == [(64, 64, 3)] * frames and pasted.shape == (h, w, 3)
     # decoded frame, its second read for paste-back, the pasted copy, the float face region: < 6 frames
     assert peak < 6 * h * w * 3
+
+
+# -- through the command line --------------------------------------------------------------------------
+def cli_render(weights, tmp_path, driving, out, *extra):
+    from PIL import Image
+
+    from conftest import SIZE
+    from personalive_core.tools.cli import main
+    ref = tmp_path / "ref.png"
+    Image.fromarray(quadrant_picture(96, 96)).save(ref)
+    return main(["render", "--weights", weights, "--reference", str(ref), "--size", str(SIZE), "--driving",
+                 str(driving), "--out", str(out), *extra])
+
+
+def decoded_times(path):
+    import av
+    with av.open(str(path)) as c:
+        return [f.pts * f.time_base for f in c.decode(video=0)], bool(c.streams.audio)
+
+
+def test_cli_cut_off_video_renders_what_is_there(tiny_weights, clip, tmp_path, capsys):
+    cut = truncate(clip, tmp_path / "cut.mp4", 0.6)
+    read_frames = len(list(DrivingSource(str(cut))))
+    out = tmp_path / "o.mp4"
+    assert cli_render(tiny_weights, tmp_path, cut, out) == 0
+    err = capsys.readouterr().err
+    assert f"driving video {cut}: reading stopped after frame {read_frames - 1} " in err
+    times, audio = decoded_times(out)  # a playable file with every frame that could be read, and the audio
+    assert len(times) == read_frames and audio
+
+
+def test_cli_keeps_variable_frame_times(tiny_weights, tmp_path):
+    times = [Fraction(0)] + [Fraction(t) for t in np.cumsum([Fraction(1, 50)] * 4 + [Fraction(1, 10)] * 4)]
+    vfr = write_video(tmp_path / "vfr.mp4", noisy_frames(9, 64, 64), fps=25, times=times)
+    out = tmp_path / "o.mp4"
+    assert cli_render(tiny_weights, tmp_path, vfr, out) == 0
+    assert decoded_times(out)[0] == times
+
+
+def test_cli_empty_video_exits_2(tiny_weights, tmp_path, capsys):
+    (tmp_path / "empty.mov").write_bytes(b"")
+    assert cli_render(tiny_weights, tmp_path, tmp_path / "empty.mov", tmp_path / "o.mp4") == 2
+    assert f"driving video {tmp_path / 'empty.mov'} is empty (0 bytes)" in capsys.readouterr().err

@@ -125,3 +125,23 @@ def test_crop_without_paste_back_gives_model_size(tiny_weights, footage, tmp_pat
 def test_bad_crop_options_exit_2(tiny_weights, footage, tmp_path, capsys, args, message):
     assert render(tiny_weights, footage, tmp_path / "o.npy", *args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_rotated_phone_video_pastes_into_upright_frames(tiny_weights, footage, tmp_path):
+    """The portrait driving video as a phone stores it: landscape pixels and a 90° display matrix. The
+    output is upright (portrait) and the face lands where it is in the upright frames."""
+    from media_factory import write_video as write_phone_video
+    upright = list(DrivingSource(str(footage / "drive.mp4")))
+    phone = write_phone_video(tmp_path / "phone.mp4", [np.rot90(f, -1) for f in upright], fps=12, rotation=90)
+    out = tmp_path / "o.npy"
+    assert main(["render", "--weights", tiny_weights, "--reference", str(footage / "ref.png"), "--size", str(SIZE),
+                 "--driving", str(phone), "--out", str(out), "--crop", "auto", "--paste-into", "driving"]) == 0
+    frames = np.load(out)
+    assert frames.shape == (7, 320, 180, 3)
+    tracker = FaceTracker()
+    for f, original in zip(frames, upright):
+        info = fc.crop(original, tracker.update(original), SIZE)[1]
+        outside, inside = outside_disc(info, margin=1.15), ~outside_disc(info, margin=0.5)
+        # outside the face: the upright driving frame (re-encoded once more: a few grey levels)
+        assert np.abs(f[outside] * 255 - original[outside]).mean() < 3
+        assert np.abs(f[inside] * 255 - original[inside]).mean() > 10  # inside: the generated face

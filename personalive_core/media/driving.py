@@ -154,10 +154,10 @@ class DrivingSource:
         frames = self._decode()
         try:
             for frame in frames:
-                if self.limit and self.read >= self.limit:
-                    return
                 self.read += 1
                 yield frame
+                if self.limit and self.read >= self.limit:  # before decoding one more: `end`, `times` stay exact
+                    return
         finally:
             frames.close()
 
