@@ -8,7 +8,9 @@
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata==10.2.0
-# then, with the device tool: run(command="bash scripts/gpu_suite.sh", carry=[".whl"], timeout_s=590).
+# diffusers 0.42.1 (not the <0.40 of requirements-cli.txt): the image's huggingface-hub 1.33 needs diffusers
+# 0.40 or later, and 0.42.1 is what the development venv tests with. Then, with the device tool:
+#   run(command="bash scripts/gpu_suite.sh", carry=[".whl"], timeout_s=590)
 # Extra arguments go to the suite (e.g. --weights DIR instead of --random-weights full, --budget-s 300).
 #
 # $OUT/suite.jsonl: one JSON line per configuration and a summary line; $OUT/suite.log: the tables and
