@@ -229,3 +229,9 @@ def test_cli_empty_video_exits_2(tiny_weights, tmp_path, capsys):
     (tmp_path / "empty.mov").write_bytes(b"")
     assert cli_render(tiny_weights, tmp_path, tmp_path / "empty.mov", tmp_path / "o.mp4") == 2
     assert f"driving video {tmp_path / 'empty.mov'} is empty (0 bytes)" in capsys.readouterr().err
+
+
+def test_video_without_a_decodable_frame_is_an_error(clip, tmp_path):
+    cut = truncate(clip, tmp_path / "head.mp4", 0.03)  # the index and a piece of the first frame
+    with pytest.raises(InputError, match=f"driving video {cut}: no frame could be decoded"):
+        list(DrivingSource(str(cut)))

@@ -207,21 +207,22 @@ class DrivingSource:
 
     def _report(self, container, stream, index, t, stop, damage, skipped):
         label = f"{self.where}driving video {self._label()}"
-        where = f"after frame {index} ({float(t or 0):.2f} s)" if index >= 0 else "before its first frame"
+        if index < 0:
+            reason = f": {(stop or damage)[2]}" if stop or damage else ""
+            raise InputError(f"{label}: no frame could be decoded{reason}. The file is damaged or holds no picture")
         if stop is not None:
-            self.log(f"{label}: reading stopped {where}: {stop[2]}. The file seems cut short or damaged; the "
-                     f"{index + 1} frames before are used")
+            self.log(f"{label}: reading stopped {_at(index, t)}: {stop[2]}. The file seems cut short or damaged; "
+                     f"the {index + 1} frames before are used")
         elif damage is not None:
-            fi, ft, e = damage
-            self.log(f"{label}: skipped {skipped} damaged packet(s) after frame {fi} ({float(ft or 0):.2f} s): {e}; "
-                     "the frames that follow may show blocks or smears")
+            self.log(f"{label}: skipped {skipped} damaged packet(s) {_at(*damage[:2])}: {damage[2]}; the frames "
+                     "that follow may show blocks or smears")
         else:
             stated = (stream.duration * stream.time_base if stream.duration else
                       Fraction(container.duration, 10 ** 6) if container.duration else None)
             step = 1 / self.fps
-            if stated is not None and index >= 0 and t + step < stated - max(2 * step, Fraction(1, 2)):
-                self.log(f"{label}: the video ends {where} but says it lasts {float(stated):.2f} s. The file seems "
-                         f"cut short; the {index + 1} frames it has are used")
+            if stated is not None and t + step < stated - max(2 * step, Fraction(1, 2)):
+                self.log(f"{label}: the video ends {_at(index, t)} but says it lasts {float(stated):.2f} s. The "
+                         f"file seems cut short; the {index + 1} frames it has are used")
 
     # -- audio ---------------------------------------------------------------------------------
     def has_audio(self):
@@ -274,6 +275,11 @@ class DrivingSource:
         with open(path, "wb") as f:
             shutil.copyfileobj(self._rewound(), f)
         return path
+
+
+def _at(index, t):
+    """Where in the video: after frame `index` (its time `t`, seconds), or before the first frame."""
+    return f"after frame {index} ({float(t):.2f} s)" if index >= 0 else "before the first frame"
 
 
 def image_to_uint8(image):
