@@ -10,6 +10,7 @@ import comfy.model_management as mm
 import folder_paths
 from comfy_api.latest import io
 
+from personalive_core.media.driving import image_to_uint8
 from personalive_core.streaming.history import KeyframeSettings
 from personalive_core.models.loader import PERSONALIVE_FILES, PersonaLiveModels
 from personalive_core.models.preprocess import vae_pixels_from_tensor
@@ -20,6 +21,7 @@ CATEGORY = "PersonaLive"
 MODEL_FOLDER = "personalive"  # models/personalive/, or any `personalive:` entry of extra_model_paths.yaml
 TOP_LEVEL = "personalive"  # combo label of the files directly inside a personalive folder
 RESIZE_MODES = ["stretch", "center crop"]
+PREVIEW_SIZE = 512  # longest side of the progress-bar previews
 
 PersonaLiveModel = io.Custom("PERSONALIVE_MODEL")
 PersonaLiveReference = io.Custom("PERSONALIVE_REFERENCE")
@@ -164,6 +166,12 @@ def reference_inputs(image, size, resize):
     cond = vae_pixels_from_tensor(image, 256, 256)
     digest = hashlib.sha1(pixels.numpy().tobytes()).hexdigest()[:16]
     return image, pixels, cond, f"{size}:{digest}"
+
+
+def progress_preview(frame):
+    """A generated frame (H, W, 3) in [0, 1] → the preview a progress bar shows next to its count."""
+    from PIL import Image
+    return "JPEG", Image.fromarray(image_to_uint8(frame)), PREVIEW_SIZE
 
 
 def to_image(frames_nchw):

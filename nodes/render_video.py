@@ -25,11 +25,10 @@ from personalive_core.media.output import Output
 from personalive_core.streaming.render import chunks_needed
 
 from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
-                     keyframe_inputs, load_networks, motion_control_inputs, motion_controls, stream_settings)
+                     keyframe_inputs, load_networks, motion_control_inputs, motion_controls, progress_preview,
+                     stream_settings)
 from .face_crop import FaceCrops, PersonaLiveCrop
 from .host_models import check_vae, unscale, vae_decode
-
-PREVIEW_SIZE = 512
 
 
 class PersonaLiveRenderVideo(io.ComfyNode):
@@ -139,7 +138,7 @@ class PersonaLiveRenderVideo(io.ComfyNode):
             return frames
 
         def on_chunk(n, frames):
-            bar.update_absolute(n, max(total or 0, n), ("JPEG", _pil(frames[-1]), PREVIEW_SIZE))
+            bar.update_absolute(n, max(total or 0, n), progress_preview(frames[-1]))
             mm.throw_exception_if_processing_interrupted()
             load_networks(model, size)  # the VAE may have pushed the networks out
 
@@ -154,8 +153,3 @@ class PersonaLiveRenderVideo(io.ComfyNode):
                 logging.warning(f"PersonaLive Render Video: {reframer.report()}")
         return io.NodeOutput(InputImpl.VideoFromFile(path),
                              ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))
-
-
-def _pil(frame):
-    from PIL import Image
-    return Image.fromarray(frame.float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy())

@@ -10,10 +10,9 @@ from personalive_core.streaming.render import chunks_needed, kept_slice
 from personalive_core.streaming.session import WARMUP, StreamingSession
 
 from .common import (CATEGORY, EncodedReference, MotionBundle, PersonaLiveModel, PersonaLiveMotion,
-                     PersonaLiveReference, check_compatible, expect, keyframe_inputs, load_networks, stream_settings)
+                     PersonaLiveReference, check_compatible, expect, keyframe_inputs, load_networks, progress_preview,
+                     stream_settings)
 from .host_models import check_vae, unscale, vae_decode
-
-PREVIEW_SIZE = 512
 
 
 class PersonaLiveStreamSampler(io.ComfyNode):
@@ -81,12 +80,7 @@ class PersonaLiveStreamSampler(io.ComfyNode):
                 images[done:done + len(kept)] = frames.to(device)
                 latents[done:done + len(kept)] = kept.float().to(device)
                 done += len(kept)
-                bar.update_absolute(k + 1, len(motion.chunks), ("JPEG", _pil(frames[-1]), PREVIEW_SIZE))
+                bar.update_absolute(k + 1, len(motion.chunks), progress_preview(frames[-1]))
             else:
                 bar.update_absolute(k + 1, len(motion.chunks))
         return io.NodeOutput(images, {"samples": latents})
-
-
-def _pil(frame):
-    from PIL import Image
-    return Image.fromarray(frame.clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy())
