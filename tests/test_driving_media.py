@@ -72,6 +72,7 @@ def test_variable_frame_rate_times(tmp_path):
     times = [Fraction(0)] + [Fraction(t) for t in np.cumsum([Fraction(1, 60)] * 5 + [Fraction(1, 15)] * 5)]
     path = write_video(tmp_path / "vfr.mp4", noisy_frames(11, 32, 32), fps=30, times=times)
     source = DrivingSource(str(path))
+    source.keep_times = True
     got = []
     for _ in source:
         got.append(source.times.popleft())

@@ -35,10 +35,10 @@ class DrivingSource:
     file to mux. `name` prefixes error messages (the node input's name); `log(message)` hears of
     damaged or cut-off video.
 
-    Video files also give `times` (while iterating: a deque of the presentation times, in seconds
-    from `start`, of the frames yielded and not yet taken by the writer), `time_base` (the stream's,
-    for the writer) and `start` (seconds: the stream's start, where the audio is cut from); other
-    sources have `times` None (frames at `fps`)."""
+    Video files also give `times` (with `keep_times` set, while iterating: a deque of the
+    presentation times, in seconds from `start`, of the frames yielded and not yet taken by the
+    writer), `time_base` (the stream's, for the writer) and `start` (seconds: the stream's start,
+    where the audio is cut from); other sources have `times` None (frames at `fps`)."""
 
     def __init__(self, source, limit=0, name="", log=None):
         self.source, self.limit, self.name, self.where = source, limit or 0, name, f"{name}: " if name else ""
@@ -142,11 +142,9 @@ class DrivingSource:
         with the output instead of holding the ~20 frames in flight (2 GB at 8K)."""
         if self.stream is not None and not isinstance(self.stream, str):
             return None
-        twin = DrivingSource(self.source, self.limit, self.name)
-        twin.keep_times = False
-        return twin
+        return DrivingSource(self.source, self.limit, self.name)
 
-    keep_times = True
+    keep_times = False  # set by the consumer of `times` (render_footage): unread times would pile up
 
     def __iter__(self):
         self.read = 0

@@ -152,6 +152,8 @@ def render_footage(out, models, reference, source, reframer, seed=0, keep_warmup
     has them), warm-up frames before them at the source's rate."""
     again = getattr(source, "again", None)
     originals = again() if again is not None and reframer.paste_into == "driving" else None
+    if hasattr(source, "keep_times"):
+        source.keep_times = True
     frames = render_stream(models, reference, reframer.driving(source, originals), seed, keep_warmup, settings,
                            on_chunk, decoder)
     try:

@@ -65,8 +65,3 @@ def apply(image, steps):
         image = _STEPS[step](image)
     return np.ascontiguousarray(image)
 
-
-def upright_size(width, height, steps):
-    """(width, height) after `steps`."""
-    turns = sum(step in ("clock", "cclock", "transpose", "antitranspose") for step in steps)
-    return (height, width) if turns % 2 else (width, height)

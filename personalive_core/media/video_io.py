@@ -145,7 +145,7 @@ def _mux(video_path, audio_source, out_path, start, duration, log=None):
 
 def _audio_span(container, stream, start, duration, log=None):
     """Decoded audio frames covering [start, start + duration) seconds of `stream`, the first and
-    last cut to the sample; reading stops quietly at damaged audio (what came before is kept)."""
+    last cut to the sample; reading stops at damaged audio (logged; what came before is kept)."""
     import av
     end, t = start + duration, None
     try:
