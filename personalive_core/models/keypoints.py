@@ -198,17 +198,6 @@ class MotionExtractor(nn.Module):
                     kp=kp_ref["kp"].repeat(motion.shape[0], 1))
         return info, self.keypoints(m)
 
-    def interpolate_kps_online(self, ref, motion, num_interp=13, t_scale=0.5, s_scale=0):
-        """`posed_online` with the pose composed: (pose kps (num_interp−1+N, K, 3), ref info, first-frame
-        info, absolute driving kps (N, K, 3))."""
-        info, kp_ref, kp_frame1, kps_dri = self.posed_online(ref, motion, num_interp, t_scale, s_scale)
-        return self.keypoints(info), kp_ref, kp_frame1, kps_dri
-
-    def get_kps(self, kp_ref, kp_frame1, motion, t_scale=0.5, s_scale=0):
-        """`posed` with the pose composed: (pose kps (N, K, 3), absolute driving kps)."""
-        info, kps_dri = self.posed(kp_ref, kp_frame1, motion, t_scale, s_scale)
-        return self.keypoints(info), kps_dri
-
     @staticmethod
     def config_from_state_dict(sd):
         dims = [sd["detector.downsample_layers.0.0.weight"].shape[0]]
