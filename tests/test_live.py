@@ -64,6 +64,15 @@ def test_square_frame_rejects_bad_frames(shape, code):
     assert e.value.code == code
 
 
+def feed_chunks(engine, stream, sink, frames, chunks):
+    """Submit the driving frames of each chunk index in `chunks` (frame ids = their index in `frames`) and
+    wait for that chunk's output before the next, so no frame is dropped."""
+    for c in chunks:
+        for i in range(CHUNK):
+            engine.submit(stream, frames[c * CHUNK + i], c * CHUNK + i)
+        sink.wait_for((c + 1) * CHUNK)
+
+
 def test_live_frames_are_the_render_frames(tiny_models, reference):
     """Fed without drops, the live stream gives what `render --keep-warmup` gives for the same frames
     (an output also depends on the 3 chunks pushed after it, which share its window): 12 warm-up
@@ -74,10 +83,7 @@ def test_live_frames_are_the_render_frames(tiny_models, reference):
     sink = Collector()
     stream = engine.open("5", sink.on_frames, sink.on_error)
     try:
-        for c in range(4):
-            for i in range(CHUNK):
-                engine.submit(stream, driving[c * CHUNK + i], c * CHUNK + i)
-            sink.wait_for((c + 1) * CHUNK)
+        feed_chunks(engine, stream, sink, driving, range(4))
     finally:
         engine.shutdown()
     assert not sink.errors
@@ -154,15 +160,9 @@ def test_a_new_reference_restarts_the_window_without_stopping(tiny_models, refer
     stream = engine.open("5", sink.on_frames, sink.on_error)
     frames = moving_frames(32)
     try:
-        for c in range(4):
-            for i in range(CHUNK):
-                engine.submit(stream, frames[c * CHUNK + i], c * CHUNK + i)
-            sink.wait_for((c + 1) * CHUNK)
+        feed_chunks(engine, stream, sink, frames, range(4))
         engine.set_target("5", make_target(tiny_models, other))
-        for c in range(4, 8):
-            for i in range(CHUNK):
-                engine.submit(stream, frames[c * CHUNK + i], c * CHUNK + i)
-            sink.wait_for((c + 1) * CHUNK)
+        feed_chunks(engine, stream, sink, frames, range(4, 8))
     finally:
         engine.shutdown()
     assert not sink.errors and stream.id in engine.streams
@@ -239,10 +239,7 @@ def test_controls_reach_the_stream_and_change_while_live(tiny_models, reference)
     sink = Collector()
     stream = engine.open("5", sink.on_frames, sink.on_error, controls=controls)
     try:
-        for c in range(4):
-            for i in range(CHUNK):
-                engine.submit(stream, driving[c * CHUNK + i], c * CHUNK + i)
-            sink.wait_for((c + 1) * CHUNK)
+        feed_chunks(engine, stream, sink, driving, range(4))
         assert stream.session.motion.filter.controls is controls
         smooth = MotionControls(smoothness=0.5)
         stream.set_controls(smooth)
@@ -315,10 +312,7 @@ def test_prepare_warms_the_target_and_the_first_chunk_knows(tiny_models, referen
         assert progress == [(i + 1, WARM_CHUNKS) for i in range(WARM_CHUNKS)]
         assert engine.stats()["prepared"]["5"] == report and report["run"] == 1
         stream = engine.open("5", sink.on_frames, sink.on_error)
-        for c in range(4):
-            for i in range(CHUNK):
-                engine.submit(stream, driving[c * CHUNK + i], c * CHUNK + i)
-            sink.wait_for((c + 1) * CHUNK)
+        feed_chunks(engine, stream, sink, driving, range(4))
     finally:
         engine.shutdown()
     assert stream.stats()["warm_start"] is True and stream.stats()["first_chunk_ms"] > 0
