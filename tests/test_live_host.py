@@ -10,6 +10,7 @@ tests/artifacts/), named after the frontend version and the rendering. CI runs t
 frontend and on the newest one (.ci/run).
 """
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -114,6 +115,50 @@ def post_setting(host, setting, value):
     urllib.request.urlopen(request, timeout=30).close()
 
 
+def browser_api():
+    """playwright's sync API for Debian's Chromium, or a skip naming what is missing."""
+    if not os.path.isfile(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's 'chromium' package or set CHROMIUM")
+    return pytest.importorskip("playwright.sync_api", reason="pip install playwright (driver only)")
+
+
+@contextlib.contextmanager
+def comfy_page(playwright, host, args, height=800):
+    """Headless Chromium on the host's page with the app loaded; yields (browser, page, console lines)."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": height})
+        logs = []
+        page.on("console", lambda m: logs.append(m.text))
+        page.on("pageerror", lambda e: logs.append(f"page error: {e} {e.stack}"))
+        page.goto(host.url, wait_until="domcontentloaded")
+        page.wait_for_function("() => window.app && window.app.graph && window.app.extensionManager", timeout=120_000)
+        yield browser, page, logs
+
+
+@contextlib.contextmanager
+def live_page(playwright, host, tmp_path, rendering, height=800):
+    """A returning user's page (no first-visit template browser, no minimap) with a fake camera fed from a
+    Y4M file and the live workflow loaded; yields (browser, page, console lines, the live node's id)."""
+    camera = str(tmp_path / "camera.y4m")
+    write_y4m(camera, camera_frames(60, 320, 240))
+    args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}"]
+    with open(LIVE) as f:
+        workflow = json.load(f)
+    (live_id,) = [n["id"] for n in workflow["nodes"] if n["type"] == "PersonaLiveLive"]
+    settings = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
+    if "vue" in RENDERINGS:  # older frontends have it as a hidden experiment: a user never sets it there
+        settings["Comfy.VueNodes.Enabled"] = rendering == "vue"
+    for setting, value in settings.items():
+        post_setting(host, setting, value)
+    with comfy_page(playwright, host, args, height) as (browser, page, logs):
+        page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+        yield browser, page, logs, live_id
+
+
 def wait_for_new_history(host, before, page, logs):
     """The history entry of the prompt queued after `before` entries existed; asserts it succeeded."""
     for _ in range(300):
@@ -131,37 +176,12 @@ def wait_for_new_history(host, before, page, logs):
 def test_widget_streams_a_fake_camera(host, tmp_path, rendering):
     """As a user: open the page, load the live workflow, queue it, press Start, watch generated frames arrive —
     on the classic LiteGraph canvas and with "Nodes 2.0" (Vue-rendered nodes)."""
-    if not os.path.isfile(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's 'chromium' package or set CHROMIUM")
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (driver only)")
-    camera = str(tmp_path / "camera.y4m")
-    write_y4m(camera, camera_frames(60, 320, 240))
-    args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={camera}"]
-    with open(LIVE) as f:
-        workflow = json.load(f)
-    (live_id,) = [n["id"] for n in workflow["nodes"] if n["type"] == "PersonaLiveLive"]
-    # a returning user's page: no first-visit template browser, no minimap over the nodes
-    settings = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
-    if "vue" in RENDERINGS:  # older frontends have it as a hidden experiment: a user never sets it there
-        settings["Comfy.VueNodes.Enabled"] = rendering == "vue"
-    for setting, value in settings.items():
-        post_setting(host, setting, value)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        logs = []
-        page.on("console", lambda m: logs.append(m.text))
-        page.on("pageerror", lambda e: logs.append(f"page error: {e} {e.stack}"))
+    playwright = browser_api()
+    with live_page(playwright, host, tmp_path, rendering) as (browser, page, logs, live_id):
         os.makedirs(ARTIFACTS, exist_ok=True)
-        page.goto(host.url, wait_until="domcontentloaded")
-        page.wait_for_function("() => window.app && window.app.graph && window.app.extensionManager", timeout=120_000)
         version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
         assert version == FRONTEND, (version, FRONTEND)
         name = f"live_{version}_{rendering}"
-        page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
         page.evaluate("(size) => { for (const n of window.app.graph._nodes) for (const w of n.widgets || []) "
                       "if (w.name === 'size') w.value = size; }", SIZE)
         start = page.locator(".personalive-live .pl-start")
@@ -216,20 +236,14 @@ CARD_SHOWS_THUMBNAIL = """([title, titles, side]) => {
 def test_templates_browser_shows_titles_and_thumbnails(host):
     """As a user: Browse Templates → this extension's folder: every shipped workflow under its title, each with
     its own thumbnail loaded (not the broken-image placeholder)."""
-    if not os.path.isfile(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's 'chromium' package or set CHROMIUM")
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (driver only)")
+    playwright = browser_api()
     from PIL import Image
     folder = os.path.dirname(LIVE)
     titles = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
     with Image.open(os.path.join(folder, titles[0] + ".jpg")) as thumbnail:
         side = thumbnail.width
     post_setting(host, "Comfy.TutorialCompleted", True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.goto(host.url, wait_until="domcontentloaded")
-        page.wait_for_function("() => window.app && window.app.graph && window.app.extensionManager", timeout=120_000)
+    with comfy_page(playwright, host, ["--no-sandbox", "--disable-gpu"]) as (browser, page, _logs):
         version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
         page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
         page.get_by_text(EXTENSION, exact=True).first.click(timeout=60_000)
@@ -249,34 +263,10 @@ def test_prepare_output_page_and_a_recorded_take(host, tmp_path):
     record a take, stop. The take is a playable mp4 in output/PersonaLive/ whose frames and duration are
     the recorded ones; the stream reports that its first chunk ran on prepared networks. First and steady
     chunk times are printed (measurements, not assertions)."""
-    if not os.path.isfile(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's 'chromium' package or set CHROMIUM")
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (driver only)")
+    playwright = browser_api()
     import av
-    camera = str(tmp_path / "camera.y4m")
-    write_y4m(camera, camera_frames(60, 320, 240))
-    args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={camera}"]
-    with open(LIVE) as f:
-        workflow = json.load(f)
-    (live_id,) = [n["id"] for n in workflow["nodes"] if n["type"] == "PersonaLiveLive"]
-    settings = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
-    if "vue" in RENDERINGS:
-        settings["Comfy.VueNodes.Enabled"] = False
-    for setting, value in settings.items():
-        post_setting(host, setting, value)
     widget = ".personalive-live"
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        logs = []
-        page.on("console", lambda m: logs.append(m.text))
-        page.on("pageerror", lambda e: logs.append(f"page error: {e} {e.stack}"))
-        page.goto(host.url, wait_until="domcontentloaded")
-        page.wait_for_function("() => window.app && window.app.graph && window.app.extensionManager", timeout=120_000)
-        page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+    with live_page(playwright, host, tmp_path, "classic", height=900) as (browser, page, logs, live_id):
         page.evaluate("(size) => { for (const n of window.app.graph._nodes) for (const w of n.widgets || []) {"
                       "if (w.name === 'size') w.value = size; if (w.name === 'prepare') w.value = false; } }", SIZE)
         page.locator(f"{widget} .pl-start").wait_for(state="visible", timeout=60_000)
