@@ -244,7 +244,3 @@ def motion_control_inputs():
                                "works live): 0 = off, 0.5 removes about half the jitter with a lag of about 1 "
                                "frame, 1 = strongest (lag up to about 4 frames on slow motion)."),
     ]
-
-
-def motion_controls(expression=1.0, head_pose=1.0, smoothness=0.0):
-    return MotionControls(expression, head_pose, smoothness)

@@ -13,12 +13,13 @@ from personalive_core.media.driving import DrivingSource
 from personalive_core.media.footage import Reframer
 from personalive_core.models.keypoints import draw_keypoints
 from personalive_core.streaming.hybrid_motion import HybridMotion
+from personalive_core.streaming.motion_controls import MotionControls
 from personalive_core.streaming.reference import Reference
 from personalive_core.streaming.render import chunks_needed, driving_chunks, to_model_frames
 from personalive_core.streaming.window import CHUNK
 
 from .common import (CATEGORY, RESIZE_MODES, MotionBundle, PersonaLiveModel, PersonaLiveMotion, load_networks,
-                     model_info, motion_control_inputs, motion_controls, reference_inputs, to_image)
+                     model_info, motion_control_inputs, reference_inputs, to_image)
 from .encode_reference import RESIZE_TOOLTIP, SIZE_TOOLTIP
 
 PREVIEWS = ["keypoints", "side by side", "none"]
@@ -93,7 +94,7 @@ class PersonaLiveExtractMotion(io.ComfyNode):
                 max_frames=0, preview="keypoints", expression=1.0, head_pose=1.0, smoothness=0.0) -> io.NodeOutput:
         if preview not in PREVIEWS:
             raise ValueError(f"preview {preview!r}: use one of {PREVIEWS}")
-        controls = motion_controls(expression, head_pose, smoothness)
+        controls = MotionControls(expression, head_pose, smoothness)
         _, pixels, cond, fingerprint = reference_inputs(reference_image, size, resize)
         info = model_info(model)
         if (driving_images is None) == (driving_video is None):

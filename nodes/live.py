@@ -16,10 +16,11 @@ from comfy_api.latest import io
 
 from personalive_core.live.engine import LiveEngine, LiveTarget, warm_up
 from personalive_core.live.recorder import TakeFolder
+from personalive_core.streaming.motion_controls import MotionControls
 
 from .common import (CATEGORY, COMPILE_TOOLTIP, EncodedReference, PersonaLiveModel, PersonaLiveReference,
                      check_compatible, expect, keyframe_inputs, load_networks, model_info, motion_control_inputs,
-                     motion_controls, stream_settings)
+                     stream_settings)
 from .host_models import check_vae, unscale, vae_decode
 
 MAX_SESSIONS = int(os.environ.get("PERSONALIVE_LIVE_MAX_SESSIONS", "2"))
@@ -137,7 +138,7 @@ class PersonaLiveLive(io.ComfyNode):
         check_vae(vae)
         name = str(cls.hidden.unique_id)
         target = host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes,
-                             motion_controls(expression, head_pose, smoothness), compile)
+                             MotionControls(expression, head_pose, smoothness), compile)
         ENGINE.set_target(name, target)
         if prepare:
             prepare_target(name, target)

@@ -22,10 +22,11 @@ from personalive_core.media.driving import DrivingSource, image_to_uint8
 from personalive_core.media.face_crop import DEFAULT_SCALE
 from personalive_core.media.footage import CROP_MODES, PASTE_TARGETS, Reframer, render_footage
 from personalive_core.media.output import Output
+from personalive_core.streaming.motion_controls import MotionControls
 from personalive_core.streaming.render import chunks_needed
 
 from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
-                     keyframe_inputs, load_networks, motion_control_inputs, motion_controls, progress_preview,
+                     keyframe_inputs, load_networks, motion_control_inputs, progress_preview,
                      stream_settings)
 from .face_crop import FaceCrops, PersonaLiveCrop
 from .host_models import check_vae, unscale, vae_decode
@@ -94,7 +95,7 @@ class PersonaLiveRenderVideo(io.ComfyNode):
         expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
         check_compatible(model, reference)
         check_vae(vae)
-        controls = motion_controls(expression, head_pose, smoothness)
+        controls = MotionControls(expression, head_pose, smoothness)
         if paste_into == "driving" and crop != "auto":
             raise ValueError("paste_into 'driving' needs crop 'auto' (the paste-back warps the driving face crops "
                              "back into their frames)")
