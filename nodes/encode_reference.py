@@ -4,17 +4,11 @@ import torch
 
 from comfy_api.latest import io
 
-from personalive_core.streaming.reference import Reference, record_tokens
-
-from .common import (CATEGORY, RESIZE_MODES, EncodedReference, PersonaLiveModel, PersonaLiveReference,
-                     load_networks, model_info, reference_inputs)
-from .host_models import clip_context, vae_encode
-
-SIZE_TOOLTIP = ("Generation size in pixels (square, multiple of 64). PersonaLive was trained at 512. "
-                "Use the same value in 'PersonaLive Encode Reference' and 'PersonaLive Extract Motion'.")
-RESIZE_TOOLTIP = ("How the reference becomes square: 'stretch' resizes the whole picture (as the official code "
-                  "does), 'center crop' cuts the centred square first. Use the same value in 'PersonaLive Encode "
-                  "Reference' and 'PersonaLive Extract Motion'.")
+from ..personalive_core.pipelines import encode_reference, prepare_reference
+from .common import (CATEGORY, SAME_VALUE, EncodedReference, PersonaLiveModel, PersonaLiveReference, load_networks,
+                     model_info)
+from .host_models import check_vae, image_embedder
+from .options import config_inputs, node_config
 
 
 class PersonaLiveEncodeReference(io.ComfyNode):
@@ -32,8 +26,7 @@ class PersonaLiveEncodeReference(io.ComfyNode):
                                                            "768-d projection) from 'Load CLIP Vision'."),
                 io.Vae.Input("vae", tooltip="An SD 1.x VAE (sd-vae-ft-mse) from 'Load VAE'."),
                 io.Image.Input("image", tooltip="The reference portrait (one image)."),
-                io.Int.Input("size", default=512, min=64, max=2048, step=64, tooltip=SIZE_TOOLTIP),
-                io.Combo.Input("resize", options=RESIZE_MODES, default=RESIZE_MODES[0], tooltip=RESIZE_TOOLTIP),
+                *config_inputs("size", "resize", notes={"size": SAME_VALUE, "resize": SAME_VALUE}),
             ],
             outputs=[PersonaLiveReference.Output(display_name="reference",
                                                  tooltip="The encoded reference for 'PersonaLive Stream Sampler'.")],
@@ -41,15 +34,10 @@ class PersonaLiveEncodeReference(io.ComfyNode):
 
     @classmethod
     @torch.no_grad()
-    def execute(cls, model, clip_vision, vae, image, size, resize) -> io.NodeOutput:
-        picture, pixels, cond, fingerprint = reference_inputs(image, size, resize)
+    def execute(cls, model, clip_vision, vae, image, **options) -> io.NodeOutput:
+        config = node_config(options)
+        picture = prepare_reference(image, config.size, config.framing.resize)
         info = model_info(model)
-        width = model.model.reference_unet.config.cross_attention_dim
-        context = clip_context(clip_vision, picture, width)
-        latents = vae_encode(vae, pixels)
-        m = load_networks(model, size)
-        device, dtype = m.device, m.dtype
-        tokens = record_tokens(m.reference_unet, latents.to(device, dtype), context.to(device, dtype))
-        reference = Reference(pixels[0].to(dtype), cond.to(m.motion_extractor.dtype) / 2 + 0.5, context.to(dtype),
-                              latents.to(dtype), {k: v.cpu() for k, v in tokens.items()})
-        return io.NodeOutput(EncodedReference(reference, size, fingerprint, info.key))
+        embed = image_embedder(clip_vision, model.model.reference_unet.config.cross_attention_dim)
+        reference = encode_reference(load_networks(model, config.size), picture, embed, check_vae(vae))
+        return io.NodeOutput(EncodedReference(reference.to("cpu"), config.size, picture.fingerprint, info.key))

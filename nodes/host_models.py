@@ -12,9 +12,10 @@ import torch
 
 import comfy.model_management as mm
 
-from personalive_core.models.preprocess import CLIP_MEAN, CLIP_SIZE, CLIP_STD, clip_pixels_from_tensor
-from personalive_core.models.vae import SCALE
+from ..personalive_core import InputError
+from ..personalive_core.pipelines import CLIP_INPUT, clip_pixels
 
+log = logging.getLogger(__name__)
 CLIP_HINT = ("load the sd-image-variations-diffusers image encoder (CLIP ViT-L/14 vision tower with a 768-d "
              "projection, e.g. image_encoder/model.safetensors put in models/clip_vision/) with 'Load CLIP Vision'")
 VAE_HINT = "load an SD 1.x VAE such as sd-vae-ft-mse (models/vae/) with 'Load VAE'"
@@ -23,57 +24,46 @@ VAE_HINT = "load an SD 1.x VAE such as sd-vae-ft-mse (models/vae/) with 'Load VA
 def _standard_clip(clip_vision):
     """A host CLIP vision model we can feed CLIPImageProcessor pixels directly (ComfyUI's own
     `clip_preprocess` resizes with torch's bicubic instead of PIL's, a ~1% change of the embedding)."""
+    size, mean, std = CLIP_INPUT
     return (all(hasattr(clip_vision, a) for a in ("model", "patcher", "load_device", "image_size"))
-            and clip_vision.image_size == CLIP_SIZE
-            and torch.allclose(torch.tensor(getattr(clip_vision, "image_mean", [0.0])).float(), torch.from_numpy(CLIP_MEAN))
-            and torch.allclose(torch.tensor(getattr(clip_vision, "image_std", [0.0])).float(), torch.from_numpy(CLIP_STD)))
+            and clip_vision.image_size == size
+            and torch.allclose(torch.tensor(getattr(clip_vision, "image_mean", [0.0])).float(), torch.tensor(mean))
+            and torch.allclose(torch.tensor(getattr(clip_vision, "image_std", [0.0])).float(), torch.tensor(std)))
 
 
-def clip_context(clip_vision, image, width):
-    """IMAGE (1,H,W,3) → context (1, 1, width) float32 (CPU). Preprocessing as the official code
-    (transformers' CLIPImageProcessor, via the core) when the host model allows it."""
+def image_embedder(clip_vision, width):
+    """The host's CLIP_VISION as the core's image encoder: (picture, IMAGE (1,H,W,3)) → (1, width) float32
+    (CPU). Preprocessing as the official code (transformers' CLIPImageProcessor, via the core) when the
+    host model allows it."""
     if not hasattr(clip_vision, "encode_image"):
-        raise ValueError(f"clip_vision: expected a CLIP_VISION model, got {type(clip_vision).__name__}; {CLIP_HINT}")
-    embeds = None
-    if _standard_clip(clip_vision):
-        mm.load_model_gpu(clip_vision.patcher)
-        pixels = clip_pixels_from_tensor(image[0]).to(clip_vision.load_device)
-        try:
-            out = clip_vision.model(pixel_values=pixels, intermediate_output=-2)
-            embeds = out[2] if isinstance(out, (tuple, list)) and len(out) > 2 else None
-        except TypeError:  # another ComfyUI's model interface: fall back to its own preprocessing
-            logging.warning("PersonaLive: CLIP vision model with an unknown interface; using encode_image")
-    if embeds is None:
-        embeds = getattr(clip_vision.encode_image(image), "image_embeds", None)
-    if embeds is None:
-        raise ValueError(f"clip_vision: this model gives no projected image embeddings; {CLIP_HINT}")
-    if embeds.shape[-1] != width:
-        raise ValueError(f"clip_vision: the model gives {embeds.shape[-1]}-d image embeddings but the PersonaLive "
-                         f"UNets expect {width}-d; {CLIP_HINT}")
-    return embeds[:1, None].float().cpu()
+        raise InputError(f"clip_vision: expected a CLIP_VISION model, got {type(clip_vision).__name__}; {CLIP_HINT}")
+
+    def embed(picture, image):
+        embeds = None
+        if _standard_clip(clip_vision):
+            mm.load_model_gpu(clip_vision.patcher)
+            pixels = clip_pixels(picture).to(clip_vision.load_device)
+            try:
+                out = clip_vision.model(pixel_values=pixels, intermediate_output=-2)
+                embeds = out[2] if isinstance(out, (tuple, list)) and len(out) > 2 else None
+            except TypeError:  # another ComfyUI's model interface: fall back to its own preprocessing
+                log.warning("PersonaLive: CLIP vision model with an unknown interface; using encode_image")
+        if embeds is None:
+            embeds = getattr(clip_vision.encode_image(image), "image_embeds", None)
+        if embeds is None:
+            raise InputError(f"clip_vision: this model gives no projected image embeddings; {CLIP_HINT}")
+        if embeds.shape[-1] != width:
+            raise InputError(f"clip_vision: the model gives {embeds.shape[-1]}-d image embeddings but the PersonaLive "
+                             f"UNets expect {width}-d; {CLIP_HINT}")
+        return embeds[:1].float().cpu()
+    return embed
 
 
 def check_vae(vae):
     if not (hasattr(vae, "encode") and hasattr(vae, "decode")):
-        raise ValueError(f"vae: expected a VAE, got {type(vae).__name__}; {VAE_HINT}")
+        raise InputError(f"vae: expected a VAE, got {type(vae).__name__}; {VAE_HINT}")
     channels, ratio = getattr(vae, "latent_channels", None), getattr(vae, "downscale_ratio", None)
     if channels != 4 or ratio != 8:
-        raise ValueError(f"vae: PersonaLive works in the SD 1.x latent space (4 channels, 8× downscale); the "
+        raise InputError(f"vae: PersonaLive works in the SD 1.x latent space (4 channels, 8× downscale); the "
                          f"connected VAE has {channels} channels and downscale {ratio}; {VAE_HINT}")
-
-
-def vae_encode(vae, pixels):
-    """pixels (N,3,H,W) in [-1,1] → scaled latents (N,4,H/8,W/8) float32 (CPU)."""
-    check_vae(vae)
-    latents = vae.encode((pixels.float() / 2 + 0.5).movedim(1, -1))
-    return latents.float().cpu() * SCALE
-
-
-def unscale(latents):
-    """Scaled core latents → the unscaled SD latents of a LATENT / the VAE (as the core decodes)."""
-    return 1 / SCALE * latents
-
-
-def vae_decode(vae, unscaled):
-    """Unscaled latents (N,4,h,w) → IMAGE (N,8h,8w,3) float32 in [0,1]."""
-    return vae.decode(unscaled).to(torch.float32)
+    return vae

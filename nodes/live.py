@@ -2,7 +2,6 @@
 (web/js/personalive_live.js) streams a webcam through, over /personalive/live on the host's server.
 Output pages (/personalive/view/<node id>) and recorded takes (output/PersonaLive/live_NNNNN_.mp4)
 are served by the same routes; the node layer only hands the core ComfyUI's output folder."""
-import logging
 import os
 import sys
 import threading
@@ -14,14 +13,12 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
-from personalive_core.live.engine import LiveEngine, LiveTarget, warm_up
-from personalive_core.live.recorder import TakeFolder
-from personalive_core.streaming.motion_controls import MotionControls
-
-from .common import (CATEGORY, COMPILE_TOOLTIP, EncodedReference, PersonaLiveModel, PersonaLiveReference,
-                     check_compatible, expect, keyframe_inputs, load_networks, model_info, motion_control_inputs,
-                     stream_settings)
-from .host_models import check_vae, unscale, vae_decode
+from ..personalive_core.live import LiveEngine, TakeFolder, add_live_routes
+from ..personalive_core.pipelines import LiveTarget, host_decoder, warm_up
+from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
+                     load_networks, log, model_info, stream_config)
+from .host_models import check_vae
+from .options import LIVE, config_inputs
 
 MAX_SESSIONS = int(os.environ.get("PERSONALIVE_LIVE_MAX_SESSIONS", "2"))
 TAKE_PREFIX = "PersonaLive/live"  # recorded takes: output/PersonaLive/live_00001_.mp4, …
@@ -64,7 +61,6 @@ def make_engine():
     turn = QueueTurn(server.prompt_queue) if server is not None else None
     engine = LiveEngine(max_streams=MAX_SESSIONS, turn=turn)
     if server is not None:
-        from personalive_core.live.server import add_live_routes
         add_live_routes(server.routes, engine, takes=TakeFolder(folder_paths.get_output_directory(), TAKE_PREFIX))
     return engine
 
@@ -72,15 +68,13 @@ def make_engine():
 ENGINE = make_engine()
 
 
-def host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes, controls=None, compile=False):
+def host_target(model, reference, vae, config):
     """A live target on the host's model management: networks (re)loaded through `load_models_gpu`
     before every chunk (the same ModelPatcher as the sampler: no second copy of the weights) and
     frames decoded by the graph's VAE."""
     size = reference.size
-    settings = stream_settings(keyframe_threshold, max_keyframes, controls, compile)
     return LiveTarget(prepare=lambda: load_networks(model, size), reference=reference.reference,
-                      decode=lambda latents: vae_decode(vae, unscale(latents)), seed=seed, settings=settings,
-                      model_key=model_info(model).key)
+                      decode=host_decoder(vae, size), config=config, model_key=model_info(model).key)
 
 
 def prepare_target(name, target):
@@ -91,7 +85,7 @@ def prepare_target(name, target):
     bar = comfy.utils.ProgressBar(1)
     report = warm_up(target, on_progress=lambda done, total: bar.update_absolute(done, total))
     ENGINE.mark_prepared(name, report)
-    logging.info(f"PersonaLive Live {name}: prepared at {target.size}² in {report['seconds']:.1f} s "
+    log.info(f"PersonaLive Live {name}: prepared at {target.size}² in {report['seconds']:.1f} s "
                  f"(chunks {report['chunk_ms']} ms)")
 
 
@@ -113,17 +107,15 @@ class PersonaLiveLive(io.ComfyNode):
                 PersonaLiveReference.Input("reference", tooltip="From 'PersonaLive Encode Reference' (its size is "
                                                                 "the live size; 256 runs faster than 512)."),
                 io.Vae.Input("vae", tooltip="The SD 1.x VAE (sd-vae-ft-mse) that decodes each chunk."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the noise stream; a stream restarts from it on a new reference."),
-                *keyframe_inputs(),
-                *motion_control_inputs(),
+                *config_inputs("seed", "keyframe_threshold", "max_keyframes", "expression", "head_pose", "smoothness",
+                               base=LIVE, notes={"seed": "A stream restarts from it on a new reference."}),
                 io.Boolean.Input("prepare", default=True,
                                  tooltip="Warm up when queued: load the networks, run a few chunks of the reference "
                                          "at the live size (compiling them if the model is compiled), so the first "
                                          "live chunk after Start is as fast as the rest. Done once per model and "
                                          "size; the Prepare button in the node does the same without queueing."),
-                io.Boolean.Input("compile", default=False, optional=True,
-                                 tooltip=COMPILE_TOOLTIP + " Live: 'prepare' compiles before Start."),
+                *config_inputs("compile", base=LIVE, optional=("compile",),
+                               notes={"compile": "Live: 'prepare' compiles before Start."}),
             ],
             outputs=[],
             hidden=[io.Hidden.unique_id],
@@ -131,14 +123,12 @@ class PersonaLiveLive(io.ComfyNode):
 
     @classmethod
     @torch.no_grad()
-    def execute(cls, model, reference, vae, seed, keyframe_threshold=17.0, max_keyframes=3, expression=1.0,
-                head_pose=1.0, smoothness=0.0, prepare=True, compile=False) -> io.NodeOutput:
+    def execute(cls, model, reference, vae, prepare, **options) -> io.NodeOutput:
         expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
         check_compatible(model, reference)
         check_vae(vae)
         name = str(cls.hidden.unique_id)
-        target = host_target(model, reference, vae, seed, keyframe_threshold, max_keyframes,
-                             MotionControls(expression, head_pose, smoothness), compile)
+        target = host_target(model, reference, vae, stream_config(model, options, LIVE))
         ENGINE.set_target(name, target)
         if prepare:
             prepare_target(name, target)

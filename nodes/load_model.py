@@ -9,15 +9,13 @@ import comfy.model_patcher
 import folder_paths
 from comfy_api.latest import io
 
-from personalive_core.models.loader import PERSONALIVE_FILES, build_personalive_networks
-from personalive_core.models.speed import apply_default_options, mark_compiled
-from personalive_core.models.weights import WeightsError, find_weights
+from ..personalive_core import InputError, WeightsError
+from ..personalive_core.pipelines import PERSONALIVE_FILES, build_networks, personalive_files
+from .common import CATEGORY, MODEL_FOLDER, TOP_LEVEL, ModelInfo, PersonaLiveModel, PersonaLiveNetworks, weight_sets
+from .options import config_inputs, node_config
 
-from .common import (CATEGORY, COMPILE_TOOLTIP, MODEL_FOLDER, TOP_LEVEL, ModelInfo, PersonaLiveModel,
-                     PersonaLiveNetworks, weight_sets)
-
-PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 SOURCE = "huggingface.co/huaichang/PersonaLive (pretrained_weights/personalive/)"
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def _subfolder(label):
@@ -25,7 +23,7 @@ def _subfolder(label):
         return ""
     if label.startswith(TOP_LEVEL + "/"):
         return label[len(TOP_LEVEL) + 1:]
-    raise ValueError(f"weights {label!r}: expected '{TOP_LEVEL}' or '{TOP_LEVEL}/<subfolder>'")
+    raise InputError(f"weights {label!r}: expected '{TOP_LEVEL}' or '{TOP_LEVEL}/<subfolder>'")
 
 
 def expected_files_message(label, missing, folders):
@@ -43,26 +41,23 @@ def resolve_files(label):
     sub = _subfolder(label)
     folders = [os.path.join(root, sub) for root in folder_paths.get_folder_paths(MODEL_FOLDER)]
     files = {}
-    for name in PERSONALIVE_FILES:
-        for folder in folders:
-            path = find_weights(folder, name)
-            if path:
+    for folder in folders:
+        for name, path in personalive_files(folder).items():
+            if path and name not in files:
                 files[name] = path
-                break
     missing = [n for n in PERSONALIVE_FILES if n not in files]
     if missing:
         raise FileNotFoundError(expected_files_message(label, missing, folders))
     return files
 
 
-def pick_dtype(precision, device):
-    if precision == "auto":
+def pick_dtype(name, device):
+    """The node's dtype: auto = ComfyUI's choice for diffusion models on this device."""
+    if name == "auto":
         return mm.unet_dtype(device, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: use auto, {', '.join(PRECISIONS)}")
-    if precision == "fp16" and mm.is_device_cpu(device):
-        raise ValueError("precision fp16 is not supported on the CPU; use auto, fp32 or bf16")
-    return PRECISIONS[precision]
+    if name == "fp16" and mm.is_device_cpu(device):
+        raise InputError("dtype fp16 is not supported on the CPU; use auto, fp32 or bf16")
+    return DTYPES[name]
 
 
 def _key(files, dtype):
@@ -73,23 +68,16 @@ def _key(files, dtype):
     return h.hexdigest()[:16]
 
 
-def build_networks(files, dtype, label="", device=None, compile=False):
-    """The core's strict loaders (every key and shape must match), then one cast and the core's
-    per-module defaults for the load device (speed.apply_default_options: on a CPU channels-last and,
-    in float32, oneDNN linear layers); the host's process settings (memory reuse) are left alone.
-    `compile`: every stream on these networks runs the compiled static chunk step; the weights stay
-    inputs of the graph (not frozen), so the host may move, offload or patch them; a new device or
-    dtype compiles again (torch.compile's guards)."""
+def load_personalive(files, dtype, label="", device=None, compile=False):
+    """PersonaLiveNetworks from the six files: the core's strict loaders, one cast and the core's default
+    rewrites for the load device; the host's process settings are left alone. `compile`: every stream on
+    these networks runs the compiled static chunk step, the weights inputs of the graph (never frozen), so
+    the host may move, offload or patch them."""
     try:
-        networks = build_personalive_networks(files)
+        networks = build_networks(files, dtype, str(device or "cpu"))
     except WeightsError as e:
         raise WeightsError(f"PersonaLive weights {label!r}: {e} Expected the six files of {SOURCE}.") from e
-    for m in networks.values():
-        torch.nn.Module.to(m, dtype=dtype).eval().requires_grad_(False)
-        apply_default_options(m, device or "cpu", dtype)
-    if compile:
-        mark_compiled(networks["denoising_unet"], device or "cpu", frozen_weights=False)
-    return PersonaLiveNetworks(**networks, info=ModelInfo(label, dict(files), dtype, _key(files, dtype)))
+    return PersonaLiveNetworks(**networks, info=ModelInfo(label, dict(files), dtype, _key(files, dtype), compile))
 
 
 class PersonaLiveLoadModel(io.ComfyNode):
@@ -108,32 +96,33 @@ class PersonaLiveLoadModel(io.ComfyNode):
                                        "motion_encoder and motion_extractor (.pth or .safetensors): "
                                        f"'{TOP_LEVEL}' = models/{MODEL_FOLDER}/ itself, "
                                        f"'{TOP_LEVEL}/<name>' = a subfolder."),
-                io.Combo.Input("precision", options=["auto", *PRECISIONS], default="auto",
-                               tooltip="Weight and compute dtype. auto: ComfyUI's choice for diffusion models on this "
-                                       "device (fp16 on most GPUs, fp32 on the CPU). fp16 needs a GPU."),
-                io.Boolean.Input("compile", default=False, optional=True,
-                                 tooltip=COMPILE_TOOLTIP + " Applies to every node using this model."),
+                *config_inputs("dtype", notes={"dtype": "In ComfyUI auto is the host's choice for diffusion "
+                                                        "models on this device."}),
+                *config_inputs("compile", optional=("compile",),
+                               notes={"compile": "Weights moved or offloaded by ComfyUI are picked up (never frozen "
+                                                 "into the graph). Applies to every node using this model."}),
             ],
             outputs=[PersonaLiveModel.Output(display_name="model",
                                              tooltip="The PersonaLive networks, managed (loaded/offloaded) by ComfyUI.")],
         )
 
     @classmethod
-    def fingerprint_inputs(cls, weights, precision, compile=False):
+    def fingerprint_inputs(cls, weights, **options):
         """Reload when a weight file is replaced on disk."""
+        values = "|".join(f"{k}={v}" for k, v in sorted(options.items()))
         try:
             files = resolve_files(weights)
-        except (FileNotFoundError, ValueError):
-            return f"{weights}|{precision}|{compile}|missing"
-        return f"{precision}|{compile}|" + _key(files, None)
+        except (FileNotFoundError, InputError):
+            return f"{weights}|{values}|missing"
+        return f"{values}|" + _key(files, None)
 
     @classmethod
-    def execute(cls, weights, precision, compile=False) -> io.NodeOutput:
+    def execute(cls, weights, **options) -> io.NodeOutput:
+        config = node_config(options)
         files = resolve_files(weights)
         device = mm.get_torch_device()
-        dtype = pick_dtype(precision, device)
-        networks = build_networks(files, dtype, weights, device, compile)
+        networks = load_personalive(files, pick_dtype(config.precision.dtype, device), weights, device,
+                                    config.speed.compile)
         patcher = comfy.model_patcher.ModelPatcher(networks, load_device=device,
                                                    offload_device=mm.unet_offload_device())
         return io.NodeOutput(patcher)
-

@@ -6,7 +6,6 @@ the VAE, optionally pasted back into the original footage, and appended to an H.
 output/ (fragmented: a cancelled run leaves a playable file). The driving audio is added at the end.
 The returned VIDEO is backed by that file.
 """
-import logging
 import os
 import shutil
 import tempfile
@@ -18,19 +17,14 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import InputImpl, io, ui
 
-from personalive_core.media.driving import DrivingSource, image_to_uint8
-from personalive_core.media.face_crop import DEFAULT_SCALE
-from personalive_core.media.footage import CROP_MODES, PASTE_TARGETS, Reframer, render_footage
-from personalive_core.media.output import Output
-from personalive_core.streaming.motion_controls import MotionControls
-from personalive_core.streaming.render import chunks_needed
-
+from ..personalive_core import InputError
+from ..personalive_core.pipelines import (DrivingSource, Output, Reframer, chunks_needed, host_decoder, image_to_uint8,
+                                          render_footage)
 from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
-                     keyframe_inputs, load_networks, motion_control_inputs, progress_preview,
-                     stream_settings)
+                     load_networks, log, progress_preview, stream_config)
 from .face_crop import FaceCrops, PersonaLiveCrop
-from .host_models import check_vae, unscale, vae_decode
-
+from .host_models import check_vae
+from .options import RENDER, config_inputs
 
 class PersonaLiveRenderVideo(io.ComfyNode):
     @classmethod
@@ -52,28 +46,13 @@ class PersonaLiveRenderVideo(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The SD 1.x VAE (sd-vae-ft-mse) that decodes each finished chunk."),
                 io.Video.Input("video", tooltip="The driving video (e.g. from 'Load Video'). A video loaded from a "
                                                 "file is decoded one frame at a time."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the noise stream (one CPU generator, as the core CLI)."),
-                io.Combo.Input("crop", options=list(CROP_MODES), default="center",
-                               tooltip="How driving frames become square: 'center' = centred square, resized; "
-                                       "'auto' = the square around the tracked, smoothed face (any framing, any "
-                                       "aspect). Frames without a face reuse the last box and are logged."),
-                io.Combo.Input("paste_into", options=list(PASTE_TARGETS), default="none",
-                               tooltip="'none': output the generated squares. 'reference': paste every frame "
-                                       "back into the original reference picture (connect reference_crop and "
-                                       "reference_image). 'driving': paste into the original driving frames "
-                                       "(needs crop 'auto'). The output then has that picture's size."),
-                io.Float.Input("crop_scale", default=DEFAULT_SCALE, min=1.0, max=4.0, step=0.05,
-                               tooltip="With crop 'auto': crop side / detected face side (1.75 = the training "
-                                       "framing). Use the same value as for the reference crop."),
-                io.Float.Input("feather", default=0.2, min=0.01, max=1.0, step=0.01,
-                               tooltip="Paste-back: width of the mask's soft edge as a fraction of the crop radius."),
-                io.Int.Input("max_frames", default=0, min=0, max=10_000_000,
-                             tooltip="Render only the first N driving frames (0 = all)."),
-                *keyframe_inputs(),
+                *config_inputs("seed", "crop", "paste_into", "crop_scale", "feather", "max_frames",
+                               "keyframe_threshold", "max_keyframes",
+                               notes={"paste_into": "For 'reference' connect reference_crop and reference_image.",
+                                      "crop_scale": "Use the same value as for the reference crop."}),
                 io.String.Input("filename_prefix", default="PersonaLive/render",
                                 tooltip="Where the mp4 goes, relative to ComfyUI's output folder."),
-                *motion_control_inputs(),
+                *config_inputs("expression", "head_pose", "smoothness"),
                 PersonaLiveCrop.Input("reference_crop", optional=True,
                                       tooltip="For paste_into 'reference': the crop_info of the 'PersonaLive Crop "
                                               "Face' that cut the reference picture."),
@@ -88,41 +67,31 @@ class PersonaLiveRenderVideo(io.ComfyNode):
 
     @classmethod
     @torch.no_grad()
-    def execute(cls, model, reference, vae, video, seed, crop="center", paste_into="none",
-                crop_scale=DEFAULT_SCALE, feather=0.2, max_frames=0, keyframe_threshold=17.0, max_keyframes=3,
-                filename_prefix="PersonaLive/render", reference_crop=None, reference_image=None, expression=1.0,
-                head_pose=1.0, smoothness=0.0) -> io.NodeOutput:
+    def execute(cls, model, reference, vae, video, filename_prefix, reference_crop=None, reference_image=None,
+                **options) -> io.NodeOutput:
         expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
         check_compatible(model, reference)
         check_vae(vae)
-        controls = MotionControls(expression, head_pose, smoothness)
-        if paste_into == "driving" and crop != "auto":
-            raise ValueError("paste_into 'driving' needs crop 'auto' (the paste-back warps the driving face crops "
-                             "back into their frames)")
-        size = reference.size
-        reframer = Reframer(size, crop, paste_into, scale=crop_scale, feather=feather, log=logging.warning)
-        if paste_into == "reference":
+        config = stream_config(model, options, RENDER).replace(size=reference.size)
+        reframer = Reframer(config, log=log.warning)
+        if config.framing.paste_into == "reference":
             if not isinstance(reference_crop, FaceCrops) or reference_image is None:
-                raise ValueError("paste_into 'reference' needs 'reference_crop' (crop_info of 'PersonaLive Crop "
+                raise InputError("paste_into 'reference' needs 'reference_crop' (crop_info of 'PersonaLive Crop "
                                  "Face' on the reference picture) and 'reference_image' (that picture) connected")
             if len(reference_crop) != 1 or reference_image.shape[0] != 1:
-                raise ValueError(f"reference_crop / reference_image: expected one picture, got "
+                raise InputError(f"reference_crop / reference_image: expected one picture, got "
                                  f"{len(reference_crop)} crop infos and {reference_image.shape[0]} images")
-            reframer.set_reference_crop(image_to_uint8(reference_image[0]),
-                                        reference_crop.infos[0])
-
+            reframer.set_reference_crop(image_to_uint8(reference_image[0]), reference_crop.infos[0])
         scratch = tempfile.mkdtemp(prefix="personalive-", dir=folder_paths.get_temp_directory())
         try:
-            return cls._render(model, reference, vae, video, seed, size, reframer, max_frames,
-                               stream_settings(keyframe_threshold, max_keyframes, controls),
-                               filename_prefix, scratch)
+            return cls._render(model, reference, vae, video, config, reframer, filename_prefix, scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
     @classmethod
-    def _render(cls, model, reference, vae, video, seed, size, reframer, max_frames, settings, filename_prefix,
-                scratch):
-        driving = DrivingSource(video, max_frames, name="video", log=logging.warning)
+    def _render(cls, model, reference, vae, video, config, reframer, filename_prefix, scratch):
+        size = config.size
+        driving = DrivingSource(video, config.max_frames, name="video", log=log.warning)
         total = chunks_needed(driving.estimate) if driving.estimate else None
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), size, size)
@@ -131,26 +100,19 @@ class PersonaLiveRenderVideo(io.ComfyNode):
         m = load_networks(model, size)
         bar = comfy.utils.ProgressBar(total or 1)
 
-        def decoder(latents):
-            frames = vae_decode(vae, unscale(latents))
-            if tuple(frames.shape[1:]) != (size, size, 3):
-                raise ValueError(f"vae: decoded frames of shape {tuple(frames.shape[1:])}, expected ({size}, {size}, "
-                                 "3); connect an SD 1.x VAE (sd-vae-ft-mse)")
-            return frames
-
         def on_chunk(n, frames):
             bar.update_absolute(n, max(total or 0, n), progress_preview(frames[-1]))
             mm.throw_exception_if_processing_interrupted()
             load_networks(model, size)  # the VAE may have pushed the networks out
 
-        out = Output(path, driving.fps, driving.audio_file(scratch), logging.info, driving.time_base, driving.start)
+        out = Output(path, driving.fps, driving.audio_file(scratch), log.info, driving.time_base, driving.start)
         try:
-            render_footage(out, m, reference.reference, driving, reframer, seed, False, settings, on_chunk, decoder)
+            render_footage(out, m, reference.reference, driving, reframer, config, on_chunk, host_decoder(vae, size))
         except BaseException:
-            logging.warning(f"PersonaLive Render Video: stopped after {out.count} frames; {path} holds them")
+            log.warning(f"PersonaLive Render Video: stopped after {out.count} frames; {path} holds them")
             raise
         finally:
             if reframer.report():
-                logging.warning(f"PersonaLive Render Video: {reframer.report()}")
+                log.warning(f"PersonaLive Render Video: {reframer.report()}")
         return io.NodeOutput(InputImpl.VideoFromFile(path),
                              ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))

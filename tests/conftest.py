@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from personalive_core.models.loader import load_models
-from personalive_core.tools.random_weights import write_random_weights
+COMFY = os.environ.get("COMFYUI_PATH")
+if COMFY and os.path.isfile(os.path.join(COMFY, "main.py")):  # the nodes' process: the pack's core (tests/pack.py)
+    import pack
+    pack.load(COMFY)
+
+from personalive_core.devtools.random_weights import write_random_weights  # noqa: E402
+from personalive_core.models.loader import load_models  # noqa: E402  (plain: no rewrites)
 
 NO_SKIP = os.environ.get("PERSONALIVE_NO_SKIP") == "1"
 SIZE = 64  # smallest generation size: latents 8×8, four UNet levels

@@ -441,15 +441,15 @@ def _tiny_target(size=64):
 
     import torch
     from PIL import Image
-    from personalive_core.live.engine import LiveTarget
-    from personalive_core.models.loader import load_models
-    from personalive_core.streaming.reference import encode_reference
-    from personalive_core.tools.random_weights import write_random_weights
+    from personalive_core.pipelines import LiveTarget
+    from personalive_core.pipelines import load_models
+    from personalive_core.pipelines import encode_reference, prepare_reference
+    from personalive_core.devtools.random_weights import write_random_weights
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as d:
         models = load_models(str(write_random_weights(d, "tiny", seed=0)))
     image = Image.fromarray(cv2.imdecode(np.frombuffer(camera_messages(1, seed=3)[0], np.uint8), cv2.IMREAD_COLOR))
-    reference = encode_reference(models, image, size)
+    reference = encode_reference(models, prepare_reference(image, size))
     return LiveTarget(lambda: models, reference, lambda z: session_mod.decode(models.vae, z))
 
 

@@ -2,8 +2,8 @@
 import json
 
 from conftest import SIZE
-from personalive_core.tools.bench_memory import count_frames, write_driving_video
-from personalive_core.tools.cli import main
+from personalive_core.devtools.bench_memory import count_frames, write_driving_video
+from personalive_core.cli.main import main
 
 
 def test_streamed_driving_video_has_the_frames_and_audio(tmp_path):

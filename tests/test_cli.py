@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import SIZE, moving_frames
-from personalive_core.tools.cli import main
+from personalive_core.cli.main import main
 
 
 def write_video(path, frames, fps=12, audio=True):
@@ -84,17 +84,17 @@ def test_render_mp4_keeps_fps_and_audio(tiny_weights, inputs, tmp_path):
 
 def test_render_png_folder_and_frame_limit(tiny_weights, inputs, tmp_path):
     out = tmp_path / "pngs"
-    assert render(tiny_weights, inputs, out, "--driving", str(inputs / "drive.mp4"), "--frames", "4") == 0
+    assert render(tiny_weights, inputs, out, "--driving", str(inputs / "drive.mp4"), "--max-frames", "4") == 0
     assert sorted(os.listdir(out)) == [f"{i:06d}.png" for i in range(4)]
 
 
 @pytest.mark.parametrize("args, message", [
     (["--driving", "nope.mp4"], "driving video not found: nope.mp4"),
     (["--driving", "{frames}", "--size", "100"], "--size 100"),
-    (["--driving", "{frames}", "--frames", "0"], "--frames 0"),
-    (["--driving", "{frames}", "--expression", "3"], "--expression 3.0: must be a number between 0 and 2"),
-    (["--driving", "{frames}", "--head-pose", "-1"], "--head-pose -1.0: must be a number between 0 and 2"),
-    (["--driving", "{frames}", "--smoothness", "2"], "--smoothness 2.0: must be a number between 0 and 1"),
+    (["--driving", "{frames}", "--max-frames", "-1"], "--max-frames -1: must be between 0 and"),
+    (["--driving", "{frames}", "--expression", "3"], "--expression 3.0: must be between 0 and 2"),
+    (["--driving", "{frames}", "--head-pose", "-1"], "--head-pose -1.0: must be between 0 and 2"),
+    (["--driving", "{frames}", "--smoothness", "2"], "--smoothness 2.0: must be between 0 and 1"),
     (["--driving", "{empty}"], "no images"),
     (["--driving", "{bad}"], "cannot open driving video"),
 ])
@@ -141,7 +141,7 @@ def test_bench_prints_json_metrics_last(capsys):
 
 
 def test_render_with_taesd_and_channels_last(tiny_weights, inputs, tmp_path, capsys):
-    from personalive_core.models.taesd import write_taesd
+    from personalive_core.devtools.random_weights import write_taesd
     taesd = write_taesd(tmp_path / "taesd_decoder.pth")
     full, fast = tmp_path / "full.npy", tmp_path / "fast.npy"
     assert render(tiny_weights, inputs, full, "--driving", str(inputs / "frames")) == 0
@@ -155,16 +155,14 @@ def test_render_with_taesd_and_channels_last(tiny_weights, inputs, tmp_path, cap
     assert "TAESD weights not found" in capsys.readouterr().err
 
 
-def test_bench_taesd_channels_last_compile(capsys, monkeypatch):
+def test_bench_taesd_channels_last_compile(capsys):
     """Every speed option together; compilation captured by the "eager" backend (no code
-    generation) so the test stays fast — the real compiler is tested in test_speed.py."""
+    generation) so the test stays fast — the real compiler is tested in test_compiled.py."""
     import json
     import torch
-    from personalive_core.models import speed
-    monkeypatch.setattr(speed, "BACKEND", "eager")
     try:
         assert main(["bench", "--random-weights", "tiny", "--size", str(SIZE), "--chunks", "1", "--warmup", "0",
-                     "--vae", "taesd", "--channels-last", "--compile"]) == 0
+                     "--vae", "taesd", "--channels-last", "--compile", "--compile-backend", "eager"]) == 0
     finally:
         torch._dynamo.reset()
     out, err = capsys.readouterr()
@@ -177,7 +175,7 @@ def test_bench_taesd_channels_last_compile(capsys, monkeypatch):
 
 def test_bench_decoder_choice(tiny_weights, tmp_path, capsys):
     import json
-    from personalive_core.models.taesd import write_taesd
+    from personalive_core.devtools.random_weights import write_taesd
     base = ["bench", "--size", str(SIZE), "--chunks", "1", "--warmup", "0"]
     assert main(base + ["--random-weights", "tiny", "--vae", "full", "--taesd", "x.pth"]) == 2
     assert "use it with --vae taesd" in capsys.readouterr().err

@@ -48,7 +48,7 @@ pytestmark = pytest.mark.skipif(
 # -- weights -----------------------------------------------------------------------------------------
 def comfy_weights():
     """The cached official-layout folder of the core's `comfy` preset, seed 0 (written on first use)."""
-    from personalive_core.tools.random_weights import write_random_weights
+    from personalive_core.devtools.random_weights import write_random_weights
     cache = os.environ.get("PERSONALIVE_TEST_CACHE", os.path.expanduser("~/.cache/personalive-tests"))
     root = os.path.join(cache, WEIGHTS_VERSION)
     if not os.path.isfile(os.path.join(root, "complete")):
@@ -314,7 +314,7 @@ def test_nodes_need_only_requirements_txt():
                 - requirement_names(os.path.join(COMFY, "requirements.txt")))
     assert "diffusers" in cli_only
     code = (f"BLOCKED, COMFY, REPO = {cli_only!r}, {COMFY!r}, {REPO!r}\n" + LOAD_WITHOUT
-            + "import personalive_core.live.server\n")
+            + "import ext.personalive_core.live.server\n")
     run = subprocess.run([os.environ.get("COMFYUI_PYTHON", sys.executable), "-c", code], cwd=COMFY,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -387,8 +387,8 @@ PARITY_SIZE = 128
 def test_parity_with_core_render(tmp_path):
     """The nodes with the host's own CLIP-vision and VAE loaders against `python -m personalive_core
     render` on the same weights, images and seed (no server: same code, fewer moving parts)."""
-    from test_nodes import load_extension
-    ext = load_extension()
+    from pack import call, load
+    ext = load(COMFY)
     import comfy.clip_vision
     import comfy.sd
     import comfy.utils
@@ -404,7 +404,7 @@ def test_parity_with_core_render(tmp_path):
     paths[:] = [os.path.join(weights, "personalive")]
     folder_paths.filename_list_cache.pop("personalive", None)
     try:
-        model = N.load_model.PersonaLiveLoadModel.execute("personalive", "auto").result[0]
+        model = N.load_model.PersonaLiveLoadModel.execute("personalive", dtype="auto").result[0]
     finally:
         paths[:] = saved
         folder_paths.filename_list_cache.pop("personalive", None)
@@ -414,10 +414,10 @@ def test_parity_with_core_render(tmp_path):
                                                                    "diffusion_pytorch_model.safetensors")))
     ref = torch.from_numpy(np.array(Image.open(ref_path).convert("RGB"))).float()[None] / 255
     driving = InputImpl.VideoFromFile(drv_path).get_components().images
-    reference = N.encode_reference.PersonaLiveEncodeReference.execute(model, clip, vae, ref, size, "stretch").result[0]
-    motion = N.extract_motion.PersonaLiveExtractMotion.execute(model, ref, size, "stretch",
-                                                               driving_images=driving).result[0]
-    images, latent = N.sampler.PersonaLiveStreamSampler.execute(model, reference, motion, vae, 42).result
+    reference = call(N.encode_reference.PersonaLiveEncodeReference, model, clip, vae, ref, size, "stretch").result[0]
+    motion = call(N.extract_motion.PersonaLiveExtractMotion, model, ref, size=size, resize="stretch",
+                  driving_images=driving).result[0]
+    images, latent = call(N.sampler.PersonaLiveStreamSampler, model, reference, motion, vae, seed=42).result
     frames = images.numpy()
 
     out = os.path.join(str(tmp_path), "core.npy")
@@ -432,10 +432,10 @@ def test_parity_with_core_render(tmp_path):
     # where the difference comes from (the PersonaLive networks are the core's own): the host's CLIP vision
     # and VAE encoding the reference, and the host's VAE decoding (the sampler's latents, decoded by both)
     from personalive_core.models.loader import load_models
-    from personalive_core.streaming.reference import encode_reference
+    from personalive_core.pipelines import encode_reference, prepare_reference
     models = load_models(weights)
     with torch.no_grad():
-        expected = encode_reference(models, Image.open(ref_path).convert("RGB"), size)
+        expected = encode_reference(models, prepare_reference(Image.open(ref_path).convert("RGB"), size))
         core_decoded = (models.vae.decode(latent["samples"]).sample.permute(0, 2, 3, 1) / 2 + 0.5).clamp(0, 1)
     got = reference.reference
     context = float((got.context - expected.context).norm() / expected.context.norm())

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from media_factory import corrupt, noisy_frames, quadrant_colours, quadrant_picture, truncate, write_video
+from personalive_core.config import StreamConfig
 from personalive_core.errors import InputError
 from personalive_core.media.driving import DrivingSource
 
@@ -142,12 +143,12 @@ def simulate_stream(reframer, source, lag=20):
 def test_paste_into_driving_holds_no_original_frames(tmp_path):
     """Outputs come ~20 frames after their driving frame; the originals for paste-back are read again
     in step with the output instead of being held (at 8K those 20 frames would be 2 GB)."""
-    from personalive_core.media.footage import Reframer
+    from personalive_core.pipelines.footage import Reframer
     h, w = 540, 960
     path = write_video(tmp_path / "v.mp4", (quadrant_picture(h, w) for _ in range(30)), audio=False,
                        preset="ultrafast")
     source = DrivingSource(str(path))
-    reframer = Reframer(64, "auto", "driving")
+    reframer = Reframer(StreamConfig(size=64).replace(crop="auto", paste_into="driving"))
     held = []
     output = reframer.output
 
@@ -170,11 +171,11 @@ def test_paste_into_driving_holds_no_original_frames(tmp_path):
 @pytest.mark.parametrize("h, w, frames", [(4320, 7680, 2), (300, 4000, 6), (4000, 300, 6)],
                          ids=["8K", "4000x300", "300x4000"])
 def test_huge_and_extreme_frames_get_a_crop_in_bounded_memory(tmp_path, h, w, frames):
-    from personalive_core.media.footage import Reframer
+    from personalive_core.pipelines.footage import Reframer
     path = write_video(tmp_path / "v.mp4", (quadrant_picture(h, w) for _ in range(frames)), audio=False,
                        preset="ultrafast")
     source = DrivingSource(str(path))
-    reframer = Reframer(64, "auto", "driving")
+    reframer = Reframer(StreamConfig(size=64).replace(crop="auto", paste_into="driving"))
     crops = []
     tracemalloc.start()
     try:
@@ -194,7 +195,7 @@ def cli_render(weights, tmp_path, driving, out, *extra):
     from PIL import Image
 
     from conftest import SIZE
-    from personalive_core.tools.cli import main
+    from personalive_core.cli.main import main
     ref = tmp_path / "ref.png"
     Image.fromarray(quadrant_picture(96, 96)).save(ref)
     return main(["render", "--weights", weights, "--reference", str(ref), "--size", str(SIZE), "--driving",

@@ -1,6 +1,7 @@
 import torch
 
-from personalive_core.streaming.history import HistoricalKeyframes, KeyframeSettings
+from personalive_core.config import Keyframes
+from personalive_core.streaming.history import HistoricalKeyframes
 
 
 def tokens(v):
@@ -25,6 +26,6 @@ def test_distance_is_l2_to_nearest_bank_entry_and_bank_grows_on_accept():
 
 
 def test_at_most_three_keyframes():
-    h = HistoricalKeyframes(tokens(0)[None], KeyframeSettings(threshold=1.0, max_keyframes=3))
+    h = HistoricalKeyframes(tokens(0)[None], Keyframes(keyframe_threshold=1.0, max_keyframes=3))
     added = [h.accept(tokens(10 * i), h.distance(tokens(10 * i), 9 + i)) for i in range(1, 6)]
     assert added == [True, True, True, False, False] and len(h.bank) == 4

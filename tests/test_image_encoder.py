@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from personalive_core.models import image_encoder as ie
 from personalive_core.models.weights import read_state_dict, save_state_dict
+from personalive_core.devtools import random_weights as R
 
 
 def reference_forward(sd, c, x):
@@ -34,7 +35,7 @@ def reference_forward(sd, c, x):
 @pytest.fixture(scope="module")
 def enc_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("image_encoder")
-    ie.write_image_encoder(d, seed=0)
+    R.write_image_encoder(d, seed=0)
     return d
 
 
@@ -47,8 +48,8 @@ def test_layout_and_forward_matches_formula(enc_dir):
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = model(x)
-    assert out.shape == (2, ie.TINY_CONFIG.projection_dim) and out.dtype == torch.float32
-    torch.testing.assert_close(out, reference_forward(sd, ie.TINY_CONFIG, x), atol=1e-5, rtol=1e-5)
+    assert out.shape == (2, R.TINY_CLIP.projection_dim) and out.dtype == torch.float32
+    torch.testing.assert_close(out, reference_forward(sd, R.TINY_CLIP, x), atol=1e-5, rtol=1e-5)
     assert not model.training
 
 
@@ -65,15 +66,15 @@ def test_bin_with_position_ids(tmp_path, enc_dir):
 def test_single_file_infers_config(tmp_path):
     cfg = ie.CLIPVisionConfig(hidden_size=128, intermediate_size=64, num_hidden_layers=3,
                               num_attention_heads=2, patch_size=56, projection_dim=8)
-    single = save_state_dict(ie.random_state_dict(cfg, seed=2), tmp_path / "clip_vision.safetensors")
+    single = save_state_dict(R.image_encoder_state_dict(cfg, seed=2), tmp_path / "clip_vision.safetensors")
     assert ie.load_image_encoder(single).config == cfg
-    tiny = save_state_dict(ie.random_state_dict(seed=2), tmp_path / "tiny" / "clip.safetensors")
+    tiny = save_state_dict(R.image_encoder_state_dict(seed=2), tmp_path / "tiny" / "clip.safetensors")
     with pytest.raises(ValueError, match=r"clip.safetensors: cannot infer the head count"):
         ie.load_image_encoder(tiny)  # width 32: heads are not derivable without config.json
     model = ie.load_image_encoder(tiny, config={"hidden_size": 32, "intermediate_size": 64,
                                                 "num_hidden_layers": 2, "num_attention_heads": 2,
                                                 "patch_size": 32, "projection_dim": 16})
-    assert model.config == ie.TINY_CONFIG
+    assert model.config == R.TINY_CLIP
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -8,7 +8,7 @@ from conftest import SIZE
 from media_factory import exif_photo, mode_pictures, quadrant_colours, quadrant_picture
 from personalive_core.errors import InputError
 from personalive_core.media.images import BACKGROUND, load_image
-from personalive_core.tools.cli import main
+from personalive_core.cli.main import main
 
 UPRIGHT_HW = (60, 100)  # landscape: a missed 90° turn changes the shape as well as the colours
 JPEG_TOL = 8  # grey levels: JPEG error in a flat quadrant's centre
@@ -87,7 +87,7 @@ def test_cli_reference_upright_and_hostile_driving_folder(tiny_weights, pictures
         (folder / f"{i:02d}{path.suffix}").write_bytes(path.read_bytes())
     out = tmp_path / "o.npy"
     assert main(["render", "--weights", tiny_weights, "--reference", str(ref), "--driving", str(folder),
-                 "--size", str(SIZE), "--out", str(out), "--crop", "auto", "--paste-back"]) == 0
+                 "--size", str(SIZE), "--out", str(out), "--crop", "auto", "--paste-into", "reference"]) == 0
     frames = np.load(out)
     assert frames.shape == (len(pictures),) + UPRIGHT_HW + (3,)
     (folder / "-empty.png").write_bytes(b"")  # sorted first

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from personalive_core.models.keypoints import (Fp32LayerNorm, KeypointTracker, MotionExtractor, draw_keypoints,
+from personalive_core.streaming.keypoint_tracker import KeypointTracker
+from personalive_core.models.keypoints import (Fp32LayerNorm, MotionExtractor, draw_keypoints,
                                         face_boxes, headpose_to_degrees, rotation_matrix)
 
 torch.set_grad_enabled(False)

@@ -5,13 +5,12 @@ import time
 import numpy as np
 import pytest
 
-from personalive_core.streaming.hybrid_motion import WARMUP
-from personalive_core.live.engine import (WARM_CHUNKS, LiveEngine, LiveError, LiveStream, LiveTarget, square_frame,
-                                        warm_up)
-from personalive_core.streaming.motion_controls import MotionControls
-from personalive_core.streaming.reference import encode_reference
+from personalive_core.config import MotionControls, StreamConfig
+from personalive_core.live.engine import LiveEngine, LiveError, LiveStream
+from personalive_core.pipelines import (WARM_CHUNKS, WARMUP, FrameError, LiveTarget, encode_reference,
+                                        prepare_reference, square_frame, warm_up)
 from personalive_core.streaming.render import render_stream
-from personalive_core.streaming.session import Settings, decode
+from personalive_core.streaming.session import decode
 from personalive_core.streaming.window import CHUNK
 
 from conftest import SIZE, moving_frames
@@ -19,12 +18,12 @@ from conftest import SIZE, moving_frames
 
 @pytest.fixture(scope="module")
 def reference(tiny_models, reference_image):
-    return encode_reference(tiny_models, reference_image, SIZE)
+    return encode_reference(tiny_models, prepare_reference(reference_image, SIZE))
 
 
-def make_target(models, reference, seed=0, **kw):
+def make_target(models, reference, seed=0, config=None, **kw):
     return LiveTarget(prepare=lambda: models, reference=reference, decode=lambda z: decode(models.vae, z),
-                      seed=seed, **kw)
+                      config=(config or StreamConfig()).replace(seed=seed), **kw)
 
 
 class Collector:
@@ -59,7 +58,7 @@ def test_square_frame_crops_the_centre_and_resizes():
 @pytest.mark.parametrize("shape,code", [((10, 10, 3), "bad_size"), ((70, 5000, 3), "bad_size"),
                                         ((80, 80), "bad_frame"), ((80, 80, 4), "bad_frame")])
 def test_square_frame_rejects_bad_frames(shape, code):
-    with pytest.raises(LiveError) as e:
+    with pytest.raises(FrameError) as e:
         square_frame(np.zeros(shape, np.uint8), 64)
     assert e.value.code == code
 
@@ -89,7 +88,7 @@ def test_live_frames_are_the_render_frames(tiny_models, reference):
     assert not sink.errors
     ids = [f[0] for f in sink.frames]
     assert ids == [None] * WARMUP + [0, 1, 2, 3]
-    expected = list(render_stream(tiny_models, reference, driving, seed=3, keep_warmup=True))[:16]
+    expected = list(render_stream(tiny_models, reference, driving, StreamConfig(seed=3, keep_warmup=True)))[:16]
     for (_, image, latency), want in zip(sink.frames, expected):
         assert np.abs(image.astype(int) - np.round(want * 255).astype(int)).max() <= 1
     assert sink.frames[-1][2] > 0 and sink.frames[0][2] is None
@@ -153,7 +152,7 @@ def test_opening_without_a_reference_or_past_the_limit_is_refused(tiny_models, r
 
 
 def test_a_new_reference_restarts_the_window_without_stopping(tiny_models, reference, reference_image):
-    other = encode_reference(tiny_models, reference_image.transpose(0), SIZE)  # mirrored portrait
+    other = encode_reference(tiny_models, prepare_reference(reference_image.transpose(0), SIZE))  # mirrored portrait
     engine = LiveEngine()
     engine.set_target("5", make_target(tiny_models, reference))
     sink = Collector()
@@ -168,7 +167,7 @@ def test_a_new_reference_restarts_the_window_without_stopping(tiny_models, refer
     assert not sink.errors and stream.id in engine.streams
     ids = [f[0] for f in sink.frames]
     assert ids == [None] * WARMUP + [0, 1, 2, 3] + [None] * WARMUP + [16, 17, 18, 19]
-    expected = list(render_stream(tiny_models, other, frames[16:32], seed=0, keep_warmup=True))[:16]
+    expected = list(render_stream(tiny_models, other, frames[16:32], StreamConfig(seed=0, keep_warmup=True)))[:16]
     got = [image for _, image, _ in sink.frames[16:]]
     assert max(np.abs(g.astype(int) - np.round(w * 255).astype(int)).max() for g, w in zip(got, expected)) <= 1
 
@@ -240,7 +239,7 @@ def test_controls_reach_the_stream_and_change_while_live(tiny_models, reference)
     stream = engine.open("5", sink.on_frames, sink.on_error, controls=controls)
     try:
         feed_chunks(engine, stream, sink, driving, range(4))
-        assert stream.session.motion.filter.controls is controls
+        assert stream.session.session.motion.filter.controls is controls
         smooth = MotionControls(smoothness=0.5)
         stream.set_controls(smooth)
         for i in range(CHUNK):
@@ -249,14 +248,14 @@ def test_controls_reach_the_stream_and_change_while_live(tiny_models, reference)
     finally:
         engine.shutdown()
     assert not sink.errors
-    expected = list(render_stream(tiny_models, reference, driving, seed=3, keep_warmup=True,
-                                  settings=Settings(controls=controls)))[:16]
-    plain = list(render_stream(tiny_models, reference, driving, seed=3, keep_warmup=True))[:16]
+    expected = list(render_stream(tiny_models, reference, driving,
+                                  StreamConfig(seed=3, keep_warmup=True, controls=controls)))[:16]
+    plain = list(render_stream(tiny_models, reference, driving, StreamConfig(seed=3, keep_warmup=True)))[:16]
     assert max(np.abs(f[1].astype(int) - np.round(w * 255).astype(int)).max()
                for f, w in zip(sink.frames, expected)) <= 1
     assert max(np.abs(f[1].astype(int) - np.round(w * 255).astype(int)).max()
                for f, w in zip(sink.frames, plain)) > 1  # the controls did change the frames
-    assert stream.session.motion.filter.controls is smooth
+    assert stream.session.session.motion.filter.controls is smooth
     assert stream.stats()["controls"] == {"expression": 1.0, "head_pose": 1.0, "smoothness": 0.5}
 
 
@@ -316,7 +315,7 @@ def test_prepare_warms_the_target_and_the_first_chunk_knows(tiny_models, referen
     finally:
         engine.shutdown()
     assert stream.stats()["warm_start"] is True and stream.stats()["first_chunk_ms"] > 0
-    expected = list(render_stream(tiny_models, reference, driving, seed=3, keep_warmup=True))[:16]
+    expected = list(render_stream(tiny_models, reference, driving, StreamConfig(seed=3, keep_warmup=True)))[:16]
     assert max(np.abs(f[1].astype(int) - np.round(w * 255).astype(int)).max()
                for f, w in zip(sink.frames, expected)) <= 1
     # another size (or other networks) is not prepared; an unprepared stream says so
@@ -327,15 +326,11 @@ def test_prepare_warms_the_target_and_the_first_chunk_knows(tiny_models, referen
     assert e.value.code == "no_reference"
 
 
-def test_prepare_compiles_so_the_first_live_chunk_compiles_nothing(tiny_models, reference, monkeypatch):
-    """With a compiled denoiser (graph capture only: backend "eager"), the warm-up is where it compiles:
+def test_prepare_compiles_so_the_first_live_chunk_compiles_nothing(tiny_models, reference):
+    """With a compiled chunk step (graph capture only: backend "eager"), the warm-up is where it compiles:
     the first live chunk afterwards captures no new graph (counted by dynamo, not timed)."""
-    import copy
     from torch._dynamo.utils import counters
-    from personalive_core.models import speed
-    monkeypatch.setattr(speed, "BACKEND", "eager")
-    models = speed.apply_speed_options(copy.deepcopy(tiny_models), compile=True)
-    target = make_target(models, reference)
+    target = make_target(tiny_models, reference, config=StreamConfig().replace(compile=True, compile_backend="eager"))
     before = counters["stats"]["unique_graphs"]
     report = warm_up(target)
     compiled = counters["stats"]["unique_graphs"]

@@ -11,10 +11,11 @@ from aiohttp.test_utils import TestServer
 
 import av
 
-from personalive_core.live.engine import WARM_CHUNKS, LiveEngine, LiveTarget
+from personalive_core.live.engine import LiveEngine
+from personalive_core.pipelines import WARM_CHUNKS, LiveTarget
 from personalive_core.live.recorder import TakeFolder
 from personalive_core.live.server import WARMUP_ID, add_live_routes
-from personalive_core.streaming.reference import encode_reference
+from personalive_core.pipelines import encode_reference, prepare_reference
 from personalive_core.streaming.session import decode
 
 from conftest import SIZE, moving_frames
@@ -24,7 +25,7 @@ MAX_MESSAGE = 64 * 1024
 
 @pytest.fixture(scope="module")
 def target(tiny_models, reference_image):
-    reference = encode_reference(tiny_models, reference_image, SIZE)
+    reference = encode_reference(tiny_models, prepare_reference(reference_image, SIZE))
     return LiveTarget(lambda: tiny_models, reference, lambda z: decode(tiny_models.vae, z))
 
 

@@ -5,8 +5,8 @@ counts, not on time; a longer run: `python tests/live_soak.py --seconds 180` (RE
 import pytest
 
 from live_soak import BEHAVIOURS, run_soak
-from personalive_core.live.engine import LiveTarget
-from personalive_core.streaming.reference import encode_reference
+from personalive_core.pipelines import LiveTarget
+from personalive_core.pipelines import encode_reference, prepare_reference
 from personalive_core.streaming.session import decode
 
 from conftest import SIZE
@@ -18,7 +18,7 @@ RSS_GROWTH_MIB = 64.0  # process RSS between the two quiet points (allocator noi
 
 @pytest.mark.parametrize("handler_cancellation", [False, True], ids=["comfyui-runner", "test-server"])
 def test_soak_many_misbehaving_clients(tiny_models, reference_image, handler_cancellation):
-    target = LiveTarget(lambda: tiny_models, encode_reference(tiny_models, reference_image, SIZE),
+    target = LiveTarget(lambda: tiny_models, encode_reference(tiny_models, prepare_reference(reference_image, SIZE)),
                         lambda z: decode(tiny_models.vae, z))
     r = run_soak(lambda: target, clients=8, max_sessions=2, seconds=6, chunks=(2, 3),
                  handler_cancellation=handler_cancellation, seed=int(handler_cancellation))

@@ -1,4 +1,4 @@
-"""The shipped templates (tools/make_workflows.py, tools/make_thumbnails.py), as ComfyUI's Templates browser
+"""The shipped templates (scripts/dev/make_workflows.py, scripts/dev/make_thumbnails.py), as ComfyUI's Templates browser
 shows them: each UI-format workflow is named by its readable title, with its thumbnail beside it under the
 same name (small JPEG), and its API-format twin in workflows/api/; the thumbnails are what the tool draws; the
 docs name only templates that exist. (That the host lists and serves them: tests/test_comfy_host.py; that the
@@ -16,7 +16,7 @@ FOLDER = os.path.join(REPO, "workflows")
 
 
 def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", name + ".py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", "dev", name + ".py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

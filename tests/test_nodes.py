@@ -8,11 +8,9 @@ tiny image encoder and VAE (same methods as `comfy.clip_vision.ClipVisionModel.e
 """
 import asyncio
 import copy
-import importlib.util
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -30,20 +28,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def load_extension():
-    """Import ComfyUI (CPU) and this repository as a custom-node package, as the host does; returns
-    the package (its `nodes` subpackage holds the node modules)."""
-    if "personalive_ext" in sys.modules:
-        return sys.modules["personalive_ext"]
-    if COMFY not in sys.path:
-        sys.path.insert(0, COMFY)  # before the repo root, whose nodes/ would shadow ComfyUI's nodes.py
-    import comfy.cli_args
-    comfy.cli_args.args.cpu = True  # before comfy.model_management is imported
-    spec = importlib.util.spec_from_file_location("personalive_ext", os.path.join(REPO, "__init__.py"),
-                                                  submodule_search_locations=[REPO])
-    ext = importlib.util.module_from_spec(spec)
-    sys.modules["personalive_ext"] = ext
-    spec.loader.exec_module(ext)
-    return ext
+    """ComfyUI (CPU) and this repository as a custom-node package, as the host imports it (tests/pack.py:
+    one copy of the core in this process, the pack's)."""
+    import pack
+    return pack.load(COMFY)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +72,7 @@ def weights_folder(N, tiny_weights):
 
 @pytest.fixture()
 def model(N, weights_folder):
-    return N.load_model.PersonaLiveLoadModel.execute("personalive", "auto").result[0]
+    return N.load_model.PersonaLiveLoadModel.execute("personalive", dtype="auto").result[0]
 
 
 class FakeClipVision:
@@ -94,9 +82,10 @@ class FakeClipVision:
         self.encoder = encoder
 
     def encode_image(self, image, crop=True):
-        from personalive_core.models.preprocess import clip_pixels_from_tensor
+        from personalive_core.pipelines import clip_pixels, image_to_uint8
+        from PIL import Image
         out = type("Output", (), {})()
-        out.image_embeds = self.encoder(clip_pixels_from_tensor(image[0]))
+        out.image_embeds = self.encoder(clip_pixels(Image.fromarray(image_to_uint8(image[0]))))
         return out
 
 
@@ -128,12 +117,26 @@ def reference_u8():
     return moving_frames(1, 96, seed=3)[0][:80]  # 80×96: not square
 
 
+def encode(N, model, clip, vae, image, size=SIZE, resize="stretch"):
+    return N.encode_reference.PersonaLiveEncodeReference.execute(model, clip, vae, image, size=size,
+                                                                 resize=resize).result[0]
+
+
+def extract(N, model, image, size=SIZE, resize="stretch", preview="keypoints", **kw):
+    """Extract Motion with the schema's defaults for the inputs not given (as the host fills them in)."""
+    return N.extract_motion.PersonaLiveExtractMotion.execute(model, image, preview, size=size, resize=resize,
+                                                             **kw).result
+
+
+def sample(N, model, reference, motion, vae, seed=0, **kw):
+    return N.sampler.PersonaLiveStreamSampler.execute(model, reference, motion, vae, seed=seed, **kw).result
+
+
 def run_graph(N, model, clip, vae, ref_u8, driving, size=SIZE, seed=0, resize="stretch", **sampler):
     ref = as_image([ref_u8])
-    reference = N.encode_reference.PersonaLiveEncodeReference.execute(model, clip, vae, ref, size, resize).result[0]
-    motion, preview, fps, audio = N.extract_motion.PersonaLiveExtractMotion.execute(
-        model, ref, size, resize, driving_images=as_image(driving)).result
-    images, latent = N.sampler.PersonaLiveStreamSampler.execute(model, reference, motion, vae, seed, **sampler).result
+    reference = encode(N, model, clip, vae, ref, size, resize)
+    motion, preview, fps, audio = extract(N, model, ref, size, resize, driving_images=as_image(driving))
+    images, latent = sample(N, model, reference, motion, vae, seed, **sampler)
     return reference, motion, preview, images, latent
 
 
@@ -141,28 +144,27 @@ def as_loaded(tiny_models):
     """A copy of the core models whose five PersonaLive networks are prepared as the loader node prepares
     them for a CPU (channels-last, oneDNN linear layers): the same kernels, so node and core agree to float32
     rounding (the tiny models amplify any other kernel's rounding to O(0.1); that the options keep the
-    frames is tested on damped models in test_speed.py)."""
-    from personalive_core.models.speed import apply_default_options
+    frames is tested on damped models in test_rewrites.py)."""
+    from personalive_core.config import SpeedOptions
+    from personalive_core.models.rewrites import apply_rewrites
     models = copy.deepcopy(tiny_models)
-    for net in (models.denoising_unet, models.reference_unet, models.pose_guider, models.motion_encoder,
-                models.motion_extractor):
-        apply_default_options(net, "cpu", torch.float32)
+    apply_rewrites([models.denoising_unet, models.reference_unet, models.pose_guider, models.motion_encoder,
+                    models.motion_extractor], SpeedOptions().resolve("cpu", torch.float32))
     return models
 
 
 def core_render(tiny_models, ref_u8, driving, size=SIZE, seed=0, keep_warmup=False, threshold=17.0):
     from PIL import Image
-    from personalive_core.streaming.history import KeyframeSettings
-    from personalive_core.streaming.reference import encode_reference
-    from personalive_core.streaming.render import render_stream
-    from personalive_core.streaming.session import Settings
+    from personalive_core.config import StreamConfig
     from personalive_core.media.video_io import square
+    from personalive_core.pipelines import encode_reference, prepare_reference
+    from personalive_core.streaming.render import render_stream
     frames = [np.asarray(square(Image.fromarray(f), size)) for f in driving]
     tiny_models = as_loaded(tiny_models)
     with torch.no_grad():
-        reference = encode_reference(tiny_models, Image.fromarray(ref_u8), size)
-        settings = Settings(keyframes=KeyframeSettings(threshold=threshold))
-        return np.stack(list(render_stream(tiny_models, reference, frames, seed, keep_warmup, settings)))
+        reference = encode_reference(tiny_models, prepare_reference(Image.fromarray(ref_u8), size))
+        config = StreamConfig(seed=seed, keep_warmup=keep_warmup).replace(keyframe_threshold=threshold)
+        return np.stack(list(render_stream(tiny_models, reference, frames, config)))
 
 
 # -- registration and schemas --------------------------------------------------------------------------
@@ -184,6 +186,33 @@ def test_schemas_have_prefix_category_and_tooltips(ext):
             assert item.tooltip, f"{schema.node_id}.{item.id} has no tooltip"
         for item in schema.outputs:
             assert item.tooltip, f"{schema.node_id} output {item.display_name} has no tooltip"
+
+
+def test_config_inputs_are_generated_from_the_config(ext):
+    """Every node input named as a config field carries that field's default (the preset's for the live
+    node), bounds, step, choices and help: nothing is copied by hand."""
+    from comfy_api.latest import io
+    from personalive_core import StreamConfig, fields_of, preset
+    infos = fields_of(StreamConfig)
+    seen = set()
+    for node in ext.NODES:
+        schema = node.define_schema()
+        base = preset("live" if schema.node_id == "PersonaLiveLive" else "render").to_dict()
+        for item in schema.inputs:
+            info = infos.get(item.id)
+            if info is None:
+                continue
+            seen.add(item.id)
+            assert item.default == base[item.id] and info.spec.help in item.tooltip, (schema.node_id, item.id)
+            if info.spec.choices:
+                assert isinstance(item, io.Combo.Input) and tuple(item.options) == info.spec.choices
+            elif info.type is bool:
+                assert isinstance(item, io.Boolean.Input)
+            else:
+                assert isinstance(item, io.Float.Input if info.type is float else io.Int.Input)
+                assert (item.min, item.max, item.step) == (info.spec.min, info.spec.max, info.spec.step)
+    assert {"size", "seed", "dtype", "compile", "expression", "head_pose", "smoothness", "keyframe_threshold",
+            "max_keyframes", "crop", "paste_into", "crop_scale", "feather", "resize", "max_frames"} <= seen
 
 
 def test_model_folder_registered(N):
@@ -236,7 +265,7 @@ def test_missing_files_error_lists_files_and_folders(N, tiny_weights, tmp_path, 
     shutil.copy(os.path.join(tiny_weights, "personalive", "denoising_unet.pth"), folder)
     weights_folder.set(folder)
     with pytest.raises(FileNotFoundError) as e:
-        N.load_model.PersonaLiveLoadModel.execute("personalive", "auto")
+        N.load_model.PersonaLiveLoadModel.execute("personalive", dtype="auto")
     message = str(e.value)
     for name in ("temporal_module", "reference_unet", "pose_guider", "motion_encoder", "motion_extractor",
                  str(folder), "models/clip_vision", "models/vae", "huaichang/PersonaLive"):
@@ -249,13 +278,13 @@ def test_wrong_file_error_names_it(N, tiny_weights, tmp_path, weights_folder):
     shutil.copy(folder / "motion_encoder.pth", folder / "pose_guider.pth")  # a wrong file under a right name
     weights_folder.set(folder)
     with pytest.raises(ValueError) as e:
-        N.load_model.PersonaLiveLoadModel.execute("personalive", "auto")
+        N.load_model.PersonaLiveLoadModel.execute("personalive", dtype="auto")
     assert "pose_guider.pth" in str(e.value) and "PoseGuider" in str(e.value), str(e.value)
 
 
 def test_fp16_on_cpu_is_refused(N, weights_folder):
     with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
-        N.load_model.PersonaLiveLoadModel.execute("personalive", "fp16")
+        N.load_model.PersonaLiveLoadModel.execute("personalive", dtype="fp16")
 
 
 # -- the graph against the core ------------------------------------------------------------------------
@@ -269,7 +298,7 @@ def test_graph_matches_core_render(N, model, host_models, tiny_models, reference
     expected = core_render(tiny_models, reference_u8, driving, threshold=0.0)
     assert images.shape == (26, SIZE, SIZE, 3) and images.dtype == torch.float32
     np.testing.assert_allclose(images.numpy(), expected, atol=1e-5)
-    assert len(motion.chunks) == 10 and motion.frames == 26
+    assert len(motion.track.chunks) == 10 and motion.track.frames == 26
     # LATENT: unscaled SD latents that decode to the same frames
     assert latent["samples"].shape == (26, 4, SIZE // 8, SIZE // 8)
     with torch.no_grad():
@@ -292,9 +321,8 @@ def test_reference_is_reused_across_runs(N, model, host_models, reference_u8):
     clip, vae = host_models
     driving = moving_frames(4, 64)
     reference, motion, _, first, _ = run_graph(N, model, clip, vae, reference_u8, driving, seed=1)
-    sample = N.sampler.PersonaLiveStreamSampler.execute
-    again = sample(model, reference, motion, vae, 1).result[0]
-    other = sample(model, reference, motion, vae, 2).result[0]
+    again = sample(N, model, reference, motion, vae, 1)[0]
+    other = sample(N, model, reference, motion, vae, 2)[0]
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
@@ -310,12 +338,10 @@ def test_video_input_streams_like_the_image_batch(N, model, reference_u8, drivin
     video = InputImpl.VideoFromFile(driving_video[1])
     parts = video.get_components()
     ref = as_image([reference_u8])
-    extract = N.extract_motion.PersonaLiveExtractMotion.execute
-    a, prev_a, fps_a, audio_a = extract(model, ref, SIZE, "stretch", driving_images=parts.images,
-                                        preview="side by side").result
-    b, prev_b, fps_b, audio_b = extract(model, ref, SIZE, "stretch", driving_video=video, preview="side by side").result
-    assert a.frames == b.frames == 9 and len(a.chunks) == len(b.chunks)
-    for x, y in zip(a.chunks, b.chunks):
+    a, prev_a, fps_a, audio_a = extract(N, model, ref, driving_images=parts.images, preview="side by side")
+    b, prev_b, fps_b, audio_b = extract(N, model, ref, driving_video=video, preview="side by side")
+    assert a.track.frames == b.track.frames == 9 and len(a.track.chunks) == len(b.track.chunks)
+    for x, y in zip(a.track.chunks, b.track.chunks):
         assert torch.equal(x.keypoints, y.keypoints) and torch.equal(x.tokens, y.tokens)
     assert torch.equal(prev_a, prev_b) and prev_a.shape == (9, SIZE, 2 * SIZE, 3)
     assert fps_b == float(parts.frame_rate) == 12.0 and fps_a == 25.0  # an IMAGE batch carries no rate
@@ -326,77 +352,75 @@ def test_video_input_streams_like_the_image_batch(N, model, reference_u8, drivin
 def test_max_frames_cuts_frames_and_audio(N, model, reference_u8, driving_video):
     from comfy_api.latest import InputImpl
     video = InputImpl.VideoFromFile(driving_video[1])
-    motion, preview, fps, audio = N.extract_motion.PersonaLiveExtractMotion.execute(
-        model, as_image([reference_u8]), SIZE, "stretch", driving_video=video, max_frames=5, preview="none").result
-    assert motion.frames == 5 and len(motion.chunks) == 2 + 3
+    motion, preview, fps, audio = extract(N, model, as_image([reference_u8]), driving_video=video, max_frames=5,
+                                          preview="none")
+    assert motion.track.frames == 5 and len(motion.track.chunks) == 2 + 3
     assert preview.shape == (1, 64, 64, 3)
     assert audio["waveform"].shape[-1] == round(5 / 12 * 16000)
 
 
 # -- mistakes ------------------------------------------------------------------------------------------
 def test_mismatched_reference_and_motion_are_refused(N, model, host_models, reference_u8):
+    from personalive_core import InputError
     clip, vae = host_models
     ref = as_image([reference_u8])
     other = as_image([moving_frames(1, 96, seed=9)[0]])
-    encode = N.encode_reference.PersonaLiveEncodeReference.execute
-    extract = N.extract_motion.PersonaLiveExtractMotion.execute
-    sample = N.sampler.PersonaLiveStreamSampler.execute
-    reference = encode(model, clip, vae, ref, SIZE, "stretch").result[0]
+    reference = encode(N, model, clip, vae, ref)
     driving = as_image(moving_frames(4, 64))
-    with pytest.raises(ValueError, match="different reference picture"):
-        sample(model, reference, extract(model, other, SIZE, "stretch", driving_images=driving).result[0], vae, 0)
-    with pytest.raises(ValueError, match="different reference picture"):
-        sample(model, reference, extract(model, ref, SIZE, "center crop", driving_images=driving).result[0], vae, 0)
-    with pytest.raises(ValueError, match="size 128"):
-        sample(model, reference, extract(model, ref, 128, "stretch", driving_images=driving).result[0], vae, 0)
-    with pytest.raises(ValueError, match="PersonaLive Encode Reference"):
-        sample(model, "not a reference", None, vae, 0)
+    with pytest.raises(InputError, match="different reference picture"):
+        sample(N, model, reference, extract(N, model, other, driving_images=driving)[0], vae)
+    with pytest.raises(InputError, match="different reference picture"):
+        sample(N, model, reference, extract(N, model, ref, resize="center crop", driving_images=driving)[0], vae)
+    with pytest.raises(InputError, match="size 128"):
+        sample(N, model, reference, extract(N, model, ref, 128, driving_images=driving)[0], vae)
+    with pytest.raises(InputError, match="PersonaLive Encode Reference"):
+        sample(N, model, "not a reference", None, vae)
 
 
 def test_bad_inputs_are_explained(N, model, host_models, reference_u8):
+    from personalive_core import InputError
     clip, vae = host_models
     ref = as_image([reference_u8])
-    encode = N.encode_reference.PersonaLiveEncodeReference.execute
-    extract = N.extract_motion.PersonaLiveExtractMotion.execute
-    with pytest.raises(ValueError, match="batch of 2"):
-        encode(model, clip, vae, ref.repeat(2, 1, 1, 1), SIZE, "stretch")
-    with pytest.raises(ValueError, match="multiple of 64"):
-        encode(model, clip, vae, ref, 100, "stretch")
-    with pytest.raises(ValueError, match="exactly one driving input"):
-        extract(model, ref, SIZE, "stretch")
-    with pytest.raises(ValueError, match="no frames"):
-        extract(model, ref, SIZE, "stretch", driving_images=ref[:0])
+    with pytest.raises(InputError, match="batch of 2"):
+        encode(N, model, clip, vae, ref.repeat(2, 1, 1, 1))
+    with pytest.raises(InputError, match="size 100: must be a multiple of 64"):
+        encode(N, model, clip, vae, ref, 100)
+    with pytest.raises(InputError, match="exactly one driving input"):
+        extract(N, model, ref)
+    with pytest.raises(InputError, match="no frames"):
+        extract(N, model, ref, driving_images=ref[:0])
+    with pytest.raises(InputError, match="preview 'movie': use one of keypoints"):
+        extract(N, model, ref, preview="movie", driving_images=as_image(moving_frames(4, 64)))
 
     class WideClip(FakeClipVision):
         def encode_image(self, image, crop=True):
             out = type("Output", (), {})()
             out.image_embeds = torch.zeros(1, 1024)
             return out
-    with pytest.raises(ValueError, match="1024-d image embeddings but the PersonaLive UNets expect 16-d"):
-        encode(model, WideClip(None), vae, ref, SIZE, "stretch")
+    with pytest.raises(InputError, match="1024-d image embeddings but the PersonaLive UNets expect 16-d"):
+        encode(N, model, WideClip(None), vae, ref)
 
     class FluxVAE(FakeVAE):
         latent_channels = 16
-    with pytest.raises(ValueError, match="SD 1.x latent space"):
-        encode(model, clip, FluxVAE(None), ref, SIZE, "stretch")
+    with pytest.raises(InputError, match="SD 1.x latent space"):
+        encode(N, model, clip, FluxVAE(None), ref)
 
 
 def test_extract_motion_applies_the_motion_controls(N, model, reference_u8):
     """expression 0: every driving frame carries the reference's own motion tokens (the first warm-up row);
     the defaults given explicitly change nothing; a value out of range is refused, named."""
+    from personalive_core import InputError
     ref, driving = as_image([reference_u8]), as_image(moving_frames(8, 80))
-    extract = N.extract_motion.PersonaLiveExtractMotion.execute
-    plain = extract(model, ref, SIZE, "stretch", driving_images=driving).result[0]
-    explicit = extract(model, ref, SIZE, "stretch", driving_images=driving, expression=1.0, head_pose=1.0,
-                       smoothness=0.0).result[0]
-    still = extract(model, ref, SIZE, "stretch", driving_images=driving, expression=0.0).result[0]
+    plain = extract(N, model, ref, driving_images=driving)[0].track
+    explicit = extract(N, model, ref, driving_images=driving, expression=1.0, head_pose=1.0, smoothness=0.0)[0].track
+    still = extract(N, model, ref, driving_images=driving, expression=0.0)[0].track
     assert all(torch.equal(a.tokens, b.tokens) and torch.equal(a.keypoints, b.keypoints)
                for a, b in zip(plain.chunks, explicit.chunks))
     ref_tokens = still.chunks[0].tokens[:1]
     assert all(torch.equal(c.tokens[-4:], ref_tokens.expand(4, -1, -1)) for c in still.chunks)
     assert not torch.equal(plain.chunks[1].tokens, still.chunks[1].tokens)
-    with pytest.raises(ValueError, match="head_pose 3.0: must be a number between 0 and 2"):
-        extract(model, ref, SIZE, "stretch", driving_images=driving, head_pose=3.0)
+    with pytest.raises(InputError, match="head_pose 3.0: must be between 0 and 2"):
+        extract(N, model, ref, driving_images=driving, head_pose=3.0)
 
 
 # -- host integration: progress, previews, interrupt ---------------------------------------------------
@@ -405,20 +429,19 @@ def test_progress_previews_and_interrupt(N, model, host_models, reference_u8):
     import comfy.utils
     clip, vae = host_models
     ref = as_image([reference_u8])
-    reference = N.encode_reference.PersonaLiveEncodeReference.execute(model, clip, vae, ref, SIZE, "stretch").result[0]
-    motion = N.extract_motion.PersonaLiveExtractMotion.execute(
-        model, ref, SIZE, "stretch", driving_images=as_image(moving_frames(5, 64))).result[0]
+    reference = encode(N, model, clip, vae, ref)
+    motion = extract(N, model, ref, driving_images=as_image(moving_frames(5, 64)))[0]
     calls = []
     saved = comfy.utils.PROGRESS_BAR_HOOK
     comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total, preview)))
     try:
-        N.sampler.PersonaLiveStreamSampler.execute(model, reference, motion, vae, 0)
+        sample(N, model, reference, motion, vae)
         assert [c[:2] for c in calls] == [(k, 5) for k in range(1, 6)]
         previews = [c[2] for c in calls if c[2] is not None]
         assert len(previews) == 2 and previews[0][0] == "JPEG" and previews[0][1].size == (SIZE, SIZE)
         mm.interrupt_current_processing(True)
         with pytest.raises(mm.InterruptProcessingException):
-            N.sampler.PersonaLiveStreamSampler.execute(model, reference, motion, vae, 0)
+            sample(N, model, reference, motion, vae)
         assert not mm.processing_interrupted()
     finally:
         mm.interrupt_current_processing(False)
@@ -427,9 +450,9 @@ def test_progress_previews_and_interrupt(N, model, host_models, reference_u8):
 
 # -- shipped workflows ---------------------------------------------------------------------------------
 def workflow_pairs():
-    """(UI file title, API file name) of every shipped template (tools/make_workflows.py names them)."""
+    """(UI file title, API file name) of every shipped template (scripts/dev/make_workflows.py names them)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("make_workflows", os.path.join(REPO, "tools", "make_workflows.py"))
+    spec = importlib.util.spec_from_file_location("make_workflows", os.path.join(REPO, "scripts", "dev", "make_workflows.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     return sorted((graph["template"], name) for name, graph in tool.GRAPHS.items())
@@ -468,56 +491,44 @@ def test_ui_and_api_workflows_are_the_same_graph(ext, title, name):
 
 
 # -- compile ---------------------------------------------------------------------------------------------
-class CountingBackend:
-    """torch.compile backend: runs the captured graph as it is (the eager kernels) and counts compilations."""
-
-    def __init__(self):
-        self.graphs = 0
-
-    def __call__(self, gm, example_inputs):
-        self.graphs += 1
-        return gm.forward
-
-
-def test_compiled_model_follows_the_host_moving_its_weights(N, weights_folder, host_models, reference_u8,
-                                                            monkeypatch):
-    """The loader's compile option, with the host's model management (CPU) and a backend without code
-    generation: streams on the compiled model give the frames of the same model's eager static step;
-    unloading and reloading the networks recompiles nothing and changes nothing; a weight the host replaces
-    (a new Parameter, as when it patches weights) is read by the compiled step; another dtype compiles anew."""
+def test_compiled_model_follows_the_host_moving_its_weights(N, weights_folder, host_models, reference_u8):
+    """The loader's compile option, with the host's model management (CPU) and graph capture without code
+    generation (backend eager, counted by dynamo): streams on the compiled model give the frames of the same
+    model's eager static step; unloading and reloading the networks recompiles nothing and changes nothing;
+    a weight the host replaces (a new Parameter, as when it patches weights) is read by the compiled step;
+    another dtype compiles anew."""
     import comfy.model_management as mm
     import comfy.utils
-    from personalive_core.models import speed
-    from personalive_core.streaming.session import Settings, StreamingSession
-    backend = CountingBackend()
-    monkeypatch.setattr(speed, "BACKEND", backend)
+    from torch._dynamo.utils import counters
+    from personalive_core.pipelines import sample_motion
+    RENDER = N.options.RENDER
     torch._dynamo.reset()
+    counters.clear()
     load = N.load_model.PersonaLiveLoadModel.execute
-    compiled, plain = load("personalive", "auto", True).result[0], load("personalive", "auto").result[0]
-    assert "compile" in {i.id for i in N.load_model.PersonaLiveLoadModel.define_schema().inputs}
+    compiled, plain = load("personalive", dtype="auto", compile=True).result[0], load("personalive", dtype="auto").result[0]
+    assert compiled.model.info.compile and not plain.model.info.compile
     clip, vae = host_models
     ref = as_image([reference_u8])
-    encode = N.encode_reference.PersonaLiveEncodeReference.execute
-    reference = encode(compiled, clip, vae, ref, SIZE, "stretch").result[0]
-    motion = N.extract_motion.PersonaLiveExtractMotion.execute(
-        compiled, ref, SIZE, "stretch", driving_images=as_image(moving_frames(12, 64))).result[0]
+    reference = encode(N, compiled, clip, vae, ref)
+    motion = extract(N, compiled, ref, driving_images=as_image(moving_frames(12, 64)))[0]
+    eager = RENDER.replace(compile_backend="eager")
 
-    def stream(patcher, settings=None):
-        session = StreamingSession(N.common.load_networks(patcher, SIZE), reference.reference, 0, settings)
-        return torch.cat([session.push_motion(chunk) for chunk in motion.chunks])
+    def stream(patcher, config):
+        config = N.common.stream_config(patcher, {}, config)
+        return torch.cat(list(sample_motion(N.common.load_networks(patcher, SIZE), reference.reference, motion.track,
+                                            config.replace(keep_warmup=True))))
 
-    want = stream(plain, Settings(static_step=True))
-    assert torch.equal(stream(compiled), want)
-    graphs = backend.graphs
+    want = stream(plain, eager.replace(static_step=True))
+    assert torch.equal(stream(compiled, eager), want)
+    graphs = counters["stats"]["unique_graphs"]
     assert graphs >= 2  # the chunk step and the pose guider
     mm.unload_all_models()
-    assert torch.equal(stream(compiled), want) and backend.graphs == graphs
+    assert torch.equal(stream(compiled, eager), want) and counters["stats"]["unique_graphs"] == graphs
     for patcher in (compiled, plain):  # the host swaps in a changed weight
         unet = patcher.model.denoising_unet
         comfy.utils.set_attr_param(unet, "conv_in.weight", unet.conv_in.weight.detach() * 1.5)
-    changed = stream(plain, Settings(static_step=True))
-    assert not torch.equal(changed, want) and torch.equal(stream(compiled), changed)
-    bf16 = load("personalive", "bf16", True).result[0]
-    session = StreamingSession(N.common.load_networks(bf16, SIZE), reference.reference, 0)
-    assert session.push_motion(motion.chunks[0]).dtype == torch.bfloat16
-    assert backend.graphs > graphs  # new dtype, new graphs
+    changed = stream(plain, eager.replace(static_step=True))
+    assert not torch.equal(changed, want) and torch.equal(stream(compiled, eager), changed)
+    bf16 = load("personalive", dtype="bf16", compile=True).result[0]
+    assert stream(bf16, eager).dtype == torch.bfloat16
+    assert counters["stats"]["unique_graphs"] > graphs  # new dtype, new graphs

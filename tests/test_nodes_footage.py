@@ -6,9 +6,7 @@ vision and VAE are stand-ins here (the tiny core VAE behind the host VAE interfa
 embedding), so the test runs on the tiny random weights in seconds; the real host loaders are
 exercised by test_comfy_host.py.
 """
-import importlib.util
 import os
-import sys
 import types
 
 import av
@@ -22,6 +20,8 @@ pytestmark = pytest.mark.skipif(not COMFY or not os.path.isfile(os.path.join(COM
                                 reason="set COMFYUI_PATH to a ComfyUI checkout to run the node tests")
 
 from conftest import SIZE, moving_frames  # noqa: E402
+from pack import call, load as load_pack  # noqa: E402
+from personalive_core import InputError  # noqa: E402
 from test_cli import write_video  # noqa: E402
 from test_face_crop import background, frame_with_face  # noqa: E402
 from test_render_crop import driving_path  # noqa: E402
@@ -29,25 +29,12 @@ from test_render_crop import driving_path  # noqa: E402
 
 @pytest.fixture(scope="module")
 def ext(tmp_path_factory):
-    """The extension package, imported the way ComfyUI imports custom nodes (under its own name)."""
-    if COMFY not in sys.path:
-        sys.path.insert(0, COMFY)
-    import comfy.cli_args
-    comfy.cli_args.args.cpu = True
+    """The extension package, imported the way ComfyUI imports custom nodes (tests/pack.py)."""
+    pack = load_pack(COMFY)
     import folder_paths
     folder_paths.set_output_directory(str(tmp_path_factory.mktemp("output")))
     folder_paths.set_temp_directory(str(tmp_path_factory.mktemp("temp")))
-    name = "personalive_ext_under_test"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "__init__.py"),
-                                                      submodule_search_locations=[REPO])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return types.SimpleNamespace(face_crop=importlib.import_module(f"{name}.nodes.face_crop"),
-                                 render_video=importlib.import_module(f"{name}.nodes.render_video"),
-                                 load_model=importlib.import_module(f"{name}.nodes.load_model"),
-                                 encode_reference=importlib.import_module(f"{name}.nodes.encode_reference"))
+    return pack.nodes
 
 
 def image(frames):
@@ -58,11 +45,11 @@ def image(frames):
 def test_crop_face_tracks_a_batch_and_paste_back_restores_the_frames(ext):
     frames = [background(320, 180, seed=t) if t == 2 else frame_with_face(320, 180, *driving_path(t), seed=t)
               for t in range(5)]
-    crops, info = ext.face_crop.PersonaLiveCropFace.execute(image(frames), SIZE).result
+    crops, info = call(ext.face_crop.PersonaLiveCropFace, image(frames), SIZE).result
     assert crops.shape == (5, SIZE, SIZE, 3) and len(info) == 5 and info.missing == [2]
     assert info.infos[2].box == info.infos[1].box
     assert all(i.image_hw == (320, 180) for i in info.infos)
-    (pasted,) = ext.face_crop.PersonaLivePasteBack.execute(1 - crops, info, image(frames)).result
+    (pasted,) = call(ext.face_crop.PersonaLivePasteBack, 1 - crops, info, image(frames)).result
     assert pasted.shape == (5, 320, 180, 3)
     for k, i in enumerate(info.infos):
         x0, y0, x1, y1 = i.box
@@ -74,15 +61,15 @@ def test_crop_face_tracks_a_batch_and_paste_back_restores_the_frames(ext):
 
 def test_crop_face_single_image_and_paste_back_broadcast(ext):
     ref = image([frame_with_face(180, 320, 170, 85, 60)])
-    crops, info = ext.face_crop.PersonaLiveCropFace.execute(ref, 128, smoothing=False).result
+    crops, info = call(ext.face_crop.PersonaLiveCropFace, ref, 128, smoothing=False).result
     assert crops.shape == (1, 128, 128, 3) and info.missing == []
-    (pasted,) = ext.face_crop.PersonaLivePasteBack.execute(torch.rand(3, 64, 64, 3), info, ref).result
+    (pasted,) = call(ext.face_crop.PersonaLivePasteBack, torch.rand(3, 64, 64, 3), info, ref).result
     assert pasted.shape == (3, 180, 320, 3)
     two = ext.face_crop.FaceCrops([info.infos[0]] * 2)
-    with pytest.raises(ValueError, match="keep_warmup"):  # 2 frames + 12 warm-up frames
-        ext.face_crop.PersonaLivePasteBack.execute(torch.rand(14, 64, 64, 3), two, torch.cat([ref, ref]))
-    with pytest.raises(ValueError, match="crop_info is for"):
-        ext.face_crop.PersonaLivePasteBack.execute(torch.rand(1, 64, 64, 3), info, torch.rand(1, 100, 100, 3))
+    with pytest.raises(InputError, match="keep_warmup"):  # 2 frames + 12 warm-up frames
+        call(ext.face_crop.PersonaLivePasteBack, torch.rand(14, 64, 64, 3), two, torch.cat([ref, ref]))
+    with pytest.raises(InputError, match="crop_info is for"):
+        call(ext.face_crop.PersonaLivePasteBack, torch.rand(1, 64, 64, 3), info, torch.rand(1, 100, 100, 3))
 
 
 # -- Render Video ---------------------------------------------------------------------------------
@@ -116,15 +103,15 @@ def stack(ext, tiny_weights, tiny_models, tmp_path_factory):
     import comfy.model_patcher
     from personalive_core.models.loader import find_layout
     files = find_layout(tiny_weights).personalive
-    networks = ext.load_model.build_networks(files, torch.float32, "tiny")
+    networks = ext.load_model.load_personalive(files, torch.float32, "tiny")
     model = comfy.model_patcher.ModelPatcher(networks, load_device=torch.device("cpu"),
                                              offload_device=torch.device("cpu"))
     vae = HostVAE(tiny_models.vae)
     picture = image([frame_with_face(180, 320, 170, 85, 60)])
-    crop, info = ext.face_crop.PersonaLiveCropFace.execute(picture, SIZE).result
+    crop, info = call(ext.face_crop.PersonaLiveCropFace, picture, SIZE).result
     clip = HostCLIP(networks.reference_unet.config.cross_attention_dim)
-    (reference,) = ext.encode_reference.PersonaLiveEncodeReference.execute(model, clip, vae, crop, SIZE,
-                                                                          "stretch").result
+    (reference,) = call(ext.encode_reference.PersonaLiveEncodeReference, model, clip, vae, crop, SIZE,
+                        "stretch").result
     d = tmp_path_factory.mktemp("driving")
     frames = [background(320, 180, seed=t) if t == 3 else frame_with_face(320, 180, *driving_path(t), seed=t)
               for t in range(7)]
@@ -147,7 +134,7 @@ def probe(path):
 def test_render_video_writes_the_file_it_returns(ext, stack, crop, paste_into, size):
     from comfy_api.latest import InputImpl
     node = ext.render_video.PersonaLiveRenderVideo
-    out = node.execute(stack.model, stack.reference, stack.vae, InputImpl.VideoFromFile(stack.driving), seed=0,
+    out = call(node, stack.model, stack.reference, stack.vae, InputImpl.VideoFromFile(stack.driving), seed=0,
                        crop=crop, paste_into=paste_into, reference_crop=stack.info, reference_image=stack.picture)
     (video,) = out.result
     path = video.get_stream_source()
@@ -164,7 +151,7 @@ def test_render_video_from_components_keeps_audio(ext, stack):
              "sample_rate": 16000}
     video = InputImpl.VideoFromComponents(Types.VideoComponents(images=image(moving_frames(5, size=96)),
                                                                 frame_rate=Fraction(12), audio=audio))
-    (out,) = ext.render_video.PersonaLiveRenderVideo.execute(stack.model, stack.reference, stack.vae, video, seed=0,
+    (out,) = call(ext.render_video.PersonaLiveRenderVideo, stack.model, stack.reference, stack.vae, video, seed=0,
                                                              max_frames=4).result
     assert probe(out.get_stream_source()) == ((SIZE, SIZE), 4, True)
 
@@ -173,10 +160,10 @@ def test_render_video_option_errors(ext, stack):
     from comfy_api.latest import InputImpl
     node = ext.render_video.PersonaLiveRenderVideo
     video = InputImpl.VideoFromFile(stack.driving)
-    with pytest.raises(ValueError, match="needs crop 'auto'"):
-        node.execute(stack.model, stack.reference, stack.vae, video, seed=0, paste_into="driving")
-    with pytest.raises(ValueError, match="reference_crop"):
-        node.execute(stack.model, stack.reference, stack.vae, video, seed=0, paste_into="reference")
+    with pytest.raises(InputError, match="needs crop 'auto'"):
+        call(node, stack.model, stack.reference, stack.vae, video, seed=0, paste_into="driving")
+    with pytest.raises(InputError, match="reference_crop"):
+        call(node, stack.model, stack.reference, stack.vae, video, seed=0, paste_into="reference")
 
 
 def test_render_video_motion_controls(ext, stack):
@@ -186,11 +173,11 @@ def test_render_video_motion_controls(ext, stack):
     video = InputImpl.VideoFromFile(stack.driving)
 
     def frames(**controls):
-        (out,) = node.execute(stack.model, stack.reference, stack.vae, video, seed=0, max_frames=5, **controls).result
+        (out,) = call(node, stack.model, stack.reference, stack.vae, video, seed=0, max_frames=5, **controls).result
         with av.open(out.get_stream_source()) as c:
             return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
     plain = frames()
     assert np.array_equal(frames(expression=1.0, head_pose=1.0, smoothness=0.0), plain)
     assert not np.array_equal(frames(expression=0.0, smoothness=0.5), plain)
-    with pytest.raises(ValueError, match="smoothness 1.5: must be a number between 0 and 1"):
-        node.execute(stack.model, stack.reference, stack.vae, video, seed=0, smoothness=1.5)
+    with pytest.raises(InputError, match="smoothness 1.5: must be between 0 and 1"):
+        call(node, stack.model, stack.reference, stack.vae, video, seed=0, smoothness=1.5)

@@ -4,10 +4,11 @@ import torch
 
 from conftest import moving_frames
 from personalive_core.streaming.overlap import StreamRunner
-from personalive_core.streaming.reference import encode_reference
+from personalive_core.pipelines import encode_reference, prepare_reference
 from personalive_core.streaming.render import to_model_frames
 from personalive_core.streaming.session import StreamingSession, decode
 from personalive_core.streaming.timing import StageTimer
+from personalive_core.config import StreamConfig
 
 SIZE = 64
 
@@ -18,11 +19,11 @@ def chunks(n):
 
 
 def test_runner_options_give_the_plain_frames(tiny_models, reference_image):
-    reference = encode_reference(tiny_models, reference_image, SIZE)
-    plain = StreamingSession(tiny_models, reference, seed=2)
+    reference = encode_reference(tiny_models, prepare_reference(reference_image, SIZE))
+    plain = StreamingSession(tiny_models, reference, StreamConfig(seed=2))
     want = [decode(tiny_models.vae, plain.push(c)) for c in chunks(4)]
     for ahead, behind in ((False, False), (True, True)):
-        session = StreamingSession(tiny_models, reference, seed=2)
+        session = StreamingSession(tiny_models, reference, StreamConfig(seed=2))
         timer = StageTimer("cpu")
         session.timer = timer
         runner = StreamRunner(session, lambda latents: decode(tiny_models.vae, latents), motion_ahead=ahead,
@@ -33,5 +34,5 @@ def test_runner_options_give_the_plain_frames(tiny_models, reference_image):
 
 
 def test_runner_of_no_chunks_yields_nothing(tiny_models, reference_image):
-    session = StreamingSession(tiny_models, encode_reference(tiny_models, reference_image, SIZE))
+    session = StreamingSession(tiny_models, encode_reference(tiny_models, prepare_reference(reference_image, SIZE)))
     assert list(StreamRunner(session, lambda x: x).run([])) == []

@@ -12,8 +12,9 @@ import math
 import torch
 
 from conftest import moving_frames
-from personalive_core.tools import precision
-from personalive_core.tools.cli import main
+from personalive_core.config import StreamConfig
+from personalive_core.devtools import precision
+from personalive_core.cli.main import main
 
 SIZE = 64
 CHUNKS = 24
@@ -22,7 +23,7 @@ CHUNKS = 24
 def test_bf16_stream_stays_close_without_drift(damped, reference_image):
     bf16 = copy.deepcopy(damped).to("cpu", torch.bfloat16)
     gaps = list(precision.compare_streams(damped, bf16, reference_image, moving_frames(4 * CHUNKS, SIZE), SIZE,
-                                          seed=5))
+                                          StreamConfig(seed=5)))
     result = precision.summarize(gaps)
     print(result)
     assert result["chunks"] == CHUNKS and result["nonfinite_chunks"] == 0
@@ -62,4 +63,4 @@ def test_cli_bad_side(capsys):
     assert main(["precision", "--random-weights", "tiny", "--test", "gpu:fp16"]) == 2
     assert "'gpu:fp16': expected DEVICE:DTYPE" in capsys.readouterr().err
     assert main(["precision", "--random-weights", "tiny", "--size", "100"]) == 2
-    assert "--size 100: must be a positive multiple of 64" in capsys.readouterr().err
+    assert "size 100: must be a multiple of 64" in capsys.readouterr().err

@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from conftest import SIZE, moving_frames
-from personalive_core.tools.cli import parser
+from personalive_core.cli.main import parser
 from personalive_core.models.loader import PERSONALIVE_FILES, build_personalive_networks, find_layout
-from personalive_core.tools.random_weights import FULL_CLIP, personalive_state_dicts
-from personalive_core.streaming.reference import encode_reference, record_tokens
+from personalive_core.devtools.random_weights import FULL_CLIP, personalive_state_dicts
+from personalive_core.pipelines import encode_reference, prepare_reference
+from personalive_core.streaming.reference import record_tokens
 from personalive_core.streaming.render import render_stream
 from personalive_core.models.weights import WeightsError, read_state_dict, save_state_dict
+from personalive_core.config import StreamConfig
 
 
 def psnr(a, b):
@@ -25,14 +27,14 @@ def test_frames_depend_smoothly_on_the_inputs(tiny_models, reference_image):
     At 128 px: at 64 px the deepest level is 1×1 with 2 channels per GroupNorm group, a sign function
     of their difference that rounding-level changes can flip (an architecture × size effect)."""
     size = 2 * SIZE
-    reference = encode_reference(tiny_models, reference_image, size)
+    reference = encode_reference(tiny_models, prepare_reference(reference_image, size))
     nudged = copy.copy(reference)
     nudged.context = reference.context * (1 + 1e-6)
     with torch.no_grad():
         nudged.tokens = record_tokens(tiny_models.reference_unet, reference.latents, nudged.context)
     frames = moving_frames(9, size)
-    a = np.stack(list(render_stream(tiny_models, reference, frames, seed=42)))
-    b = np.stack(list(render_stream(tiny_models, nudged, frames, seed=42)))
+    a = np.stack(list(render_stream(tiny_models, reference, frames, StreamConfig(seed=42))))
+    b = np.stack(list(render_stream(tiny_models, nudged, frames, StreamConfig(seed=42))))
     assert psnr(a, b) > 60, psnr(a, b)
 
 

@@ -1,6 +1,6 @@
 import torch
 
-from personalive_core.tools.random_weights import TINY_UNET
+from personalive_core.devtools.random_weights import TINY_UNET
 from personalive_core.streaming.reference import ReferenceAttention, record_tokens
 from personalive_core.models.unet import UNet, UNetConfig
 

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 
 from conftest import SIZE, moving_frames
-from personalive_core.streaming.reference import encode_reference
+from personalive_core.pipelines import encode_reference, prepare_reference
+from personalive_core.config import StreamConfig
 from personalive_core.streaming.render import (Padding, chunks_needed, driving_chunks, kept_slice, mirror_index,
-                                                render_stream)
+                                               render_stream)
 
 
 def test_mirror_padding_matches_official_offline_padding():
@@ -43,16 +44,16 @@ def test_driving_chunks_pad_and_keep_one_output_per_driving_frame(n):
 
 @pytest.fixture(scope="module")
 def reference(tiny_models, reference_image):
-    return encode_reference(tiny_models, reference_image, SIZE)
+    return encode_reference(tiny_models, prepare_reference(reference_image, SIZE))
 
 
 @pytest.mark.parametrize("n", [5, 8])
 def test_one_frame_out_per_driving_frame(tiny_models, reference, n):
     frames = moving_frames(n)
-    out = list(render_stream(tiny_models, reference, iter(frames), seed=0))
+    out = list(render_stream(tiny_models, reference, iter(frames), StreamConfig(seed=0)))
     assert len(out) == n and out[0].shape == (SIZE, SIZE, 3) and out[0].dtype == np.float32
     assert all(0.0 <= f.min() and f.max() <= 1.0 for f in out)
-    warm = list(render_stream(tiny_models, reference, iter(frames), seed=0, keep_warmup=True))
+    warm = list(render_stream(tiny_models, reference, iter(frames), StreamConfig(keep_warmup=True)))
     assert len(warm) == n + 12
     # same stream, warm-up first: driving-aligned frames are identical
     for a, b in zip(out, warm[12:]):
@@ -61,4 +62,4 @@ def test_one_frame_out_per_driving_frame(tiny_models, reference, n):
 
 def test_empty_driving_input_is_an_error(tiny_models, reference):
     with pytest.raises(ValueError, match="no frames"):
-        list(render_stream(tiny_models, reference, iter([]), seed=0))
+        list(render_stream(tiny_models, reference, iter([]), StreamConfig(seed=0)))

@@ -1,4 +1,4 @@
-"""`render --crop auto --paste-back` on synthetic real-world-like footage: non-square frames (a
+"""`render --crop auto --paste-into reference` on synthetic real-world-like footage: non-square frames (a
 1920×1080 / 1080×1920 layout scaled down to 320×180 / 180×320 for speed) with a drawn face the
 detectors find, a frame without a face, output at the original size, untouched outside the mask."""
 import math
@@ -13,8 +13,8 @@ from test_cli import write_video
 from test_face_crop import background, frame_with_face
 from personalive_core.media import face_crop as fc
 from personalive_core.media.face_track import FaceTracker
-from personalive_core.tools.cli import main
-from personalive_core.media.footage import Reframer
+from personalive_core.cli.main import main
+from personalive_core.pipelines.footage import Reframer
 from personalive_core.media.driving import DrivingSource
 
 NO_FACE = 3  # the driving frame without a face
@@ -53,7 +53,7 @@ def outside_disc(info, margin=1.06):
 
 def test_paste_into_reference_keeps_reference_size_and_pixels(tiny_weights, footage, tmp_path, capsys):
     out = tmp_path / "o.npy"
-    assert render(tiny_weights, footage, out, "--crop", "auto", "--paste-back") == 0
+    assert render(tiny_weights, footage, out, "--crop", "auto", "--paste-into", "reference") == 0
     frames = np.load(out)
     ref = np.asarray(Image.open(footage / "ref.png").convert("RGB"))
     assert frames.shape == (7, 180, 320, 3)
@@ -99,7 +99,7 @@ def test_paste_into_driving_follows_the_tracked_face(tiny_weights, footage, tmp_
 
 def test_mp4_with_odd_size_and_no_face_in_reference(tiny_weights, footage, tmp_path, capsys):
     out = tmp_path / "o.mp4"
-    assert render(tiny_weights, footage, out, "--crop", "auto", "--paste-back", "--frames", "4",
+    assert render(tiny_weights, footage, out, "--crop", "auto", "--paste-into", "reference", "--max-frames", "4",
                   reference="ref_noface.png") == 0
     err = capsys.readouterr().err
     assert "no face found in the reference" in err and "odd side" in err
@@ -111,14 +111,14 @@ def test_mp4_with_odd_size_and_no_face_in_reference(tiny_weights, footage, tmp_p
 
 def test_crop_without_paste_back_gives_model_size(tiny_weights, footage, tmp_path):
     out = tmp_path / "pngs"
-    assert render(tiny_weights, footage, out, "--crop", "auto", "--frames", "2", reference="ref_odd.png") == 0
+    assert render(tiny_weights, footage, out, "--crop", "auto", "--max-frames", "2", reference="ref_odd.png") == 0
     shapes = {np.asarray(Image.open(p)).shape for p in out.iterdir()}
     assert shapes == {(SIZE, SIZE, 3)} and len(list(out.iterdir())) == 2
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--paste-back"], "--paste-back needs --crop auto"),
-    (["--paste-into", "driving"], "--paste-back needs --crop auto"),
+    (["--paste-into", "reference"], "paste_into 'reference' needs the reference picture's face crop: use crop 'auto'"),
+    (["--paste-into", "driving"], "--paste-into 'driving' needs crop 'auto'"),
     (["--crop", "auto", "--crop-scale", "0.5"], "--crop-scale 0.5"),
     (["--crop", "auto", "--feather", "0"], "--feather 0"),
 ])

@@ -15,7 +15,7 @@ from conftest import SIZE, moving_frames
 from test_cli import write_video
 from personalive_core.streaming import render as render_mod
 from personalive_core.media import video_io
-from personalive_core.tools.cli import main
+from personalive_core.cli.main import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -2,14 +2,15 @@ import pytest
 import torch
 
 from conftest import SIZE, moving_frames
-from personalive_core.streaming.reference import encode_reference
+from personalive_core.pipelines import encode_reference, prepare_reference
 from personalive_core.streaming.render import to_model_frames
-from personalive_core.streaming.session import Settings, StreamingSession
+from personalive_core.config import StreamConfig
+from personalive_core.streaming.session import StreamingSession
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_models, reference_image):
-    return encode_reference(tiny_models, reference_image, SIZE)
+    return encode_reference(tiny_models, prepare_reference(reference_image, SIZE))
 
 
 def chunks(n, seed=0):
@@ -27,7 +28,7 @@ def test_reference_shapes(reference, tiny_models):
 
 
 def test_four_frames_out_per_chunk(tiny_models, reference):
-    s = StreamingSession(tiny_models, reference, seed=1)
+    s = StreamingSession(tiny_models, reference, StreamConfig(seed=1))
     for c in chunks(3):
         out = s.push(c)
         assert out.shape == (4, 4, SIZE // 8, SIZE // 8)
@@ -44,7 +45,7 @@ def test_noise_contract(tiny_models, reference, monkeypatch):
         return real(*shape, generator=generator, dtype=dtype, **kw)
 
     monkeypatch.setattr(torch, "randn", spy)
-    s = StreamingSession(tiny_models, reference, seed=5)
+    s = StreamingSession(tiny_models, reference, StreamConfig(seed=5))
     for c in chunks(2):
         s.push(c)
     h = SIZE // 8
@@ -54,7 +55,7 @@ def test_noise_contract(tiny_models, reference, monkeypatch):
 def test_warmup_latents_are_the_reference_noised_with_the_first_draw(tiny_models, reference):
     """Layout of draw #0: (b, c, f, h, w), frames 0-3 at t=0, 4-7 at 333, 8-11 at 666."""
     from personalive_core.streaming.scheduler import DistilledDDIM
-    s = StreamingSession(tiny_models, reference, seed=11)
+    s = StreamingSession(tiny_models, reference, StreamConfig(seed=11))
     h = SIZE // 8
     noise = torch.randn((1, 4, 12, h, h), generator=torch.Generator("cpu").manual_seed(11))
     t = torch.tensor([0] * 4 + [333] * 4 + [666] * 4)
@@ -64,20 +65,20 @@ def test_warmup_latents_are_the_reference_noised_with_the_first_draw(tiny_models
 
 
 def test_same_seed_same_frames_and_reset(tiny_models, reference):
-    a = StreamingSession(tiny_models, reference, seed=2)
+    a = StreamingSession(tiny_models, reference, StreamConfig(seed=2))
     cs = chunks(3)
     first = [a.push(c) for c in cs]
     a.reset()
     again = [a.push(c) for c in cs]
     for x, y in zip(first, again):
         assert torch.equal(x, y)
-    b = StreamingSession(tiny_models, reference, seed=3)
+    b = StreamingSession(tiny_models, reference, StreamConfig(seed=3))
     assert not torch.equal(b.push(cs[0]), first[0])
 
 
 def test_window_alignment_warmup_is_reference_at_t0(tiny_models, reference):
     """The first chunk out is the warm-up window that started as the reference latent at t=0."""
-    s = StreamingSession(tiny_models, reference, seed=0)
+    s = StreamingSession(tiny_models, reference, StreamConfig(seed=0))
     out = s.push(chunks(1)[0])
     # x0 of frames that started at t=0 stays close to the clean reference latent
     assert (out - reference.latents).abs().mean() < (reference.latents.abs().mean() + 1)
@@ -93,16 +94,15 @@ def test_bad_chunk_shape(tiny_models, reference):
 
 def test_keyframes_capped_and_memory_flat(tiny_models, reference):
     """200 chunks: at most 3 keyframes, bounded bank, no growth of the session's tensors.
-    Motion is extracted for two chunks and replayed, so the loop costs only denoiser passes."""
-    settings = Settings()
-    settings.keyframes.threshold = -1.0  # every tested chunk qualifies
-    s = StreamingSession(tiny_models, reference, seed=0, settings=settings)
-    first, *later = chunks(3)
+    Motion is extracted for three chunks and replayed, so the loop costs only denoiser passes."""
+    settings = StreamConfig().replace(keyframe_threshold=0.0)  # every tested frame with new motion qualifies
+    s = StreamingSession(tiny_models, reference, settings)
+    first, *later = chunks(4)
     s.push(first)
     replay = [s.motion(c) for c in later]
     sizes = []
     for i in range(200):
-        s.push_motion(replay[i % 2])
+        s.push_motion(replay[i % 3])
         if i in (20, 199):
             sizes.append(sum(t.numel() for slot in s.attention.slots.values() for t in slot.features)
                          + sum(r.buf.numel() for r in (s.window.latents, s.window.pose, s.window.motion)))
@@ -111,8 +111,8 @@ def test_keyframes_capped_and_memory_flat(tiny_models, reference):
 
 
 def test_quirks_switch_controls_bank_rounding(tiny_models, reference):
-    a = StreamingSession(tiny_models, reference, seed=0)
-    b = StreamingSession(tiny_models, reference, seed=0, settings=Settings(official_quirks=False))
+    a = StreamingSession(tiny_models, reference, StreamConfig(seed=0))
+    b = StreamingSession(tiny_models, reference, StreamConfig(official_quirks=False))
     name = next(iter(a.attention.slots))
     assert a.attention.slots[name].features[0].dtype == torch.float16  # the official fp16 bank
     assert b.attention.slots[name].features[0].dtype == torch.float32
@@ -124,11 +124,11 @@ def test_quirks_switch_controls_bank_rounding(tiny_models, reference):
 def test_sessions_sharing_models_do_not_interfere(tiny_models, reference, reference_image):
     """Each pass binds its own reference bank: a second stream on the same UNets changes nothing."""
     c = chunks(2)
-    solo = StreamingSession(tiny_models, reference, seed=0)
+    solo = StreamingSession(tiny_models, reference, StreamConfig(seed=0))
     expected = [solo.push(x) for x in c]
-    a = StreamingSession(tiny_models, reference, seed=0)
-    other_ref = encode_reference(tiny_models, reference_image.transpose(0), SIZE)
-    b = StreamingSession(tiny_models, other_ref, seed=9)
+    a = StreamingSession(tiny_models, reference, StreamConfig(seed=0))
+    other_ref = encode_reference(tiny_models, prepare_reference(reference_image.transpose(0), SIZE))
+    b = StreamingSession(tiny_models, other_ref, StreamConfig(seed=9))
     for x, e in zip(c, expected):
         b.push(x)
         assert torch.equal(a.push(x), e)
@@ -136,8 +136,8 @@ def test_sessions_sharing_models_do_not_interfere(tiny_models, reference, refere
 
 def test_cached_reference_kv_same_frames(tiny_models, reference):
     c = chunks(2)
-    a = StreamingSession(tiny_models, reference, seed=0)
-    b = StreamingSession(tiny_models, reference, seed=0, settings=Settings(cache_reference_kv=False))
+    a = StreamingSession(tiny_models, reference, StreamConfig(seed=0))
+    b = StreamingSession(tiny_models, reference, StreamConfig().replace(cache_reference_kv=False))
     for x in c:
         oa, ob = a.push(x), b.push(x)
     assert torch.allclose(oa, ob, atol=1e-5)

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from personalive_core.tools.cli import main
-from personalive_core.tools.suite import PRECISION, configurations
+from personalive_core.cli.main import main
+from personalive_core.devtools.suite import PRECISION, configurations
 
 SIZE = 64
 SUITE = ["bench", "--suite", "--random-weights", "tiny", "--size", str(SIZE), "--device", "cpu",
@@ -15,9 +15,7 @@ SUITE = ["bench", "--suite", "--random-weights", "tiny", "--size", str(SIZE), "-
 
 
 @pytest.fixture(autouse=True)
-def fresh_dynamo(monkeypatch):
-    from personalive_core.models import speed
-    monkeypatch.setattr(speed, "BACKEND", speed.BACKEND)  # --compile-backend sets it: restored after
+def fresh_dynamo():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()

@@ -6,6 +6,7 @@ from conftest import SIZE, moving_frames
 from personalive_core.models import taesd as T
 from personalive_core.streaming.session import decode as session_decode
 from personalive_core.models.weights import WeightsError, read_state_dict, save_state_dict
+from personalive_core.devtools import random_weights as R
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_architecture_and_published_keys():
 
 @pytest.mark.parametrize("name", ["taesd_decoder.pth", "taesd_decoder.safetensors"])
 def test_loads_the_published_layout(tmp_path, name):
-    path = T.write_taesd(tmp_path / name, seed=3)
+    path = R.write_taesd(tmp_path / name, seed=3)
     sd = read_state_dict(path)
     assert "3.conv.0.weight" in sd and "1.weight" in sd
     for where in (path, tmp_path):  # the file, or the folder holding it
@@ -39,7 +40,7 @@ def test_loads_the_published_layout(tmp_path, name):
 
 
 def test_loads_comfyui_combined_layout(tmp_path):
-    sd = read_state_dict(T.write_taesd(tmp_path / "a.safetensors", prefix="taesd_decoder."))
+    sd = read_state_dict(R.write_taesd(tmp_path / "a.safetensors", prefix="taesd_decoder."))
     assert all(k.startswith("taesd_decoder.") for k in sd)
     combined = {**sd, "taesd_encoder.0.weight": torch.zeros(64, 3, 3, 3), "vae_scale": torch.tensor(0.18215),
                 "vae_shift": torch.tensor(0.0)}
@@ -60,7 +61,7 @@ def test_loads_diffusers_autoencoder_tiny(tmp_path, latents):
 
 
 def test_wrong_files_raise_weights_error_naming_the_file(tmp_path):
-    sd = read_state_dict(T.write_taesd(tmp_path / "good.pth"))
+    sd = read_state_dict(R.write_taesd(tmp_path / "good.pth"))
     cases = {
         "missing.pth": {k: v for k, v in sd.items() if k != "3.conv.2.weight"},
         "extra.pth": {**sd, "7.bias": torch.zeros(64)},
@@ -88,29 +89,28 @@ def test_wrong_files_raise_weights_error_naming_the_file(tmp_path):
 
 
 def test_decode_shape_range_and_determinism(latents):
-    model = T.random_taesd(seed=1)
+    model = R.random_taesd(seed=1)
     frames = T.decode(model, latents)
     assert frames.shape == (3, 64, 48, 3) and frames.dtype == torch.float32
     assert frames.min() >= 0 and frames.max() <= 1 and frames.std() > 0.05
-    assert torch.equal(frames, T.decode(T.random_taesd(seed=1), latents))
+    assert torch.equal(frames, T.decode(R.random_taesd(seed=1), latents))
     assert torch.equal(frames, T.decode(model, latents))
-    assert not torch.equal(frames, T.decode(T.random_taesd(seed=2), latents))
+    assert not torch.equal(frames, T.decode(R.random_taesd(seed=2), latents))
     # the session's decode takes either decoder; TAESD sees the scaled latents as they are
     assert torch.equal(session_decode(model, latents), frames)
-    assert torch.equal(T.decoder(model)(latents), frames)
     raw = model(latents).permute(0, 2, 3, 1)
     torch.testing.assert_close(frames, raw.clamp(0, 1))
 
 
 def test_render_stream_with_taesd(tiny_models, reference_image):
-    from personalive_core.streaming.reference import encode_reference
+    from personalive_core.pipelines import encode_reference, prepare_reference
     from personalive_core.streaming.render import render_stream
-    reference = encode_reference(tiny_models, reference_image, SIZE)
-    model = T.random_taesd(seed=0)
+    reference = encode_reference(tiny_models, prepare_reference(reference_image, SIZE))
+    model = R.random_taesd(seed=0)
 
     def run():
-        return np.stack(list(render_stream(tiny_models, reference, moving_frames(5), seed=0,
-                                           decoder=T.decoder(model))))
+        return np.stack(list(render_stream(tiny_models, reference, moving_frames(5),
+                                           decoder=lambda z: T.decode(model, z))))
 
     frames = run()
     assert frames.shape == (5, SIZE, SIZE, 3) and frames.min() >= 0 and frames.max() <= 1

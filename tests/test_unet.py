@@ -1,6 +1,6 @@
 import torch
 
-from personalive_core.tools.random_weights import TINY_UNET
+from personalive_core.devtools.random_weights import TINY_UNET
 from personalive_core.models.unet import UNet, UNetConfig, timestep_embedding, transformer_blocks
 
 torch.manual_seed(0)

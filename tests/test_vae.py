@@ -5,14 +5,15 @@ import torch
 
 from personalive_core.models import vae as V
 from personalive_core.models.weights import read_state_dict, save_state_dict
+from personalive_core.devtools import random_weights as R
 
-SD32 = {**V.TINY_CONFIG, "block_out_channels": [32, 32, 32, 32], "norm_num_groups": 32}
+SD32 = {**R.TINY_VAE, "block_out_channels": [32, 32, 32, 32], "norm_num_groups": 32}
 
 
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("sd-vae-ft-mse")
-    V.write_vae(d, seed=0)
+    R.write_vae(d, seed=0)
     return d
 
 
@@ -70,14 +71,14 @@ def test_bin_and_deprecated_attention_names(tmp_path, vae_dir, pixels, ref):
 
 
 def test_single_file_infers_config(tmp_path):
-    single = save_state_dict(V.random_state_dict(SD32, seed=1), tmp_path / "vae.safetensors")
+    single = save_state_dict(R.vae_state_dict(SD32, seed=1), tmp_path / "vae.safetensors")
     cfg = V.load_vae(single).config
     assert list(cfg.block_out_channels) == SD32["block_out_channels"]
     assert (cfg.layers_per_block, cfg.latent_channels, cfg.norm_num_groups) == (1, 4, 32)
-    tiny = save_state_dict(V.random_state_dict(seed=1), tmp_path / "tiny" / "vae.safetensors")
+    tiny = save_state_dict(R.vae_state_dict(seed=1), tmp_path / "tiny" / "vae.safetensors")
     with pytest.raises(ValueError, match=r"vae.safetensors: .*norm_num_groups cannot be inferred"):
         V.load_vae(tiny)
-    assert V.load_vae(tiny, config=V.TINY_CONFIG).config.norm_num_groups == 4
+    assert V.load_vae(tiny, config=R.TINY_VAE).config.norm_num_groups == 4
 
 
 def to_ldm(sd, n_blocks=4):
@@ -102,7 +103,7 @@ def to_ldm(sd, n_blocks=4):
 
 
 def test_ldm_single_file(tmp_path, pixels):
-    sd = V.random_state_dict(SD32, seed=3)
+    sd = R.vae_state_dict(SD32, seed=3)
     save_state_dict(sd, tmp_path / "diffusers" / "diffusion_pytorch_model.safetensors")
     ldm = to_ldm(sd)
     assert "encoder.down.0.block.0.conv1.weight" in ldm and "decoder.mid.attn_1.q.weight" in ldm

@@ -4,9 +4,9 @@ import shutil
 import pytest
 import torch
 
-from personalive_core.tools.checkweights import report
+from personalive_core.pipelines import check_weights as report
 from personalive_core.models.loader import find_layout, load_models
-from personalive_core.tools.random_weights import convert_to_safetensors
+from personalive_core.pipelines import convert_to_safetensors
 from personalive_core.models.weights import WeightsError, read_state_dict, save_state_dict
 
 

@@ -23,23 +23,14 @@ import itertools
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..streaming.hybrid_motion import WARMUP
-from ..streaming.motion_controls import MotionControls
-from ..streaming.render import to_model_frames
-from ..streaming.session import Settings, StreamingSession
-from ..media.video_io import square
-from ..streaming.window import CHUNK, CHUNKS
+from ..config import MotionControls
+from ..pipelines import CHUNK, WARM_CHUNKS, WARMUP_CHUNKS, FrameError, LiveSession, square_frame, warm_up
 
-MIN_SIDE, MAX_SIDE = 64, 4096  # accepted camera frame sides (pixels)
 RECENT = 64  # frames over which output fps and latency are reported
-WARM_CHUNKS = CHUNKS + 1  # prepare: the first chunk's path, then steady chunks through a full window
 
 
 class LiveError(ValueError):
@@ -48,62 +39,6 @@ class LiveError(ValueError):
     def __init__(self, code, message):
         super().__init__(message)
         self.code = code
-
-
-@dataclass
-class LiveTarget:
-    """What a stream animates. `prepare()` → PersonaLiveModels on their device; `decode(latents)`:
-    scaled latents (4, 4, h, w) → frames (4, H, W, 3) float in [0, 1]."""
-    prepare: Callable
-    reference: object  # personalive_core.reference.Reference
-    decode: Callable
-    seed: int = 0
-    settings: Settings = field(default_factory=Settings)
-    model_key: str = ""  # the networks' identity: a prepared target stays prepared for the same key and size
-
-    @property
-    def size(self):
-        return self.reference.size[0]
-
-    @property
-    def warm_key(self):
-        return self.model_key, self.size
-
-
-def warm_up(target, chunks=WARM_CHUNKS, on_progress=None):
-    """Prepare: `chunks` chunks of the target's reference as a still driving picture through a
-    throwaway session and the decoder, at the live size. `on_progress(done, total)` after each.
-    A compiled chunk step (models.speed.mark_compiled, or the target's `Settings.compile`) compiles
-    in the first of these chunks: that is the compile step of Prepare. Returns {"chunks", "seconds", "chunk_ms":
-    [per chunk], "compiled": whether the denoiser is a compiled one}."""
-    t0 = time.perf_counter()
-    times = []
-    session = None
-    for i in range(chunks):
-        t = time.perf_counter()
-        models = target.prepare()
-        if session is None:
-            session = StreamingSession(models, target.reference, target.seed, target.settings)
-        session.models = models
-        still = target.reference.image.to(models.device, torch.float32)[None].expand(CHUNK, -1, -1, -1)
-        target.decode(session.push(still))
-        times.append(round((time.perf_counter() - t) * 1e3, 1))
-        if on_progress:
-            on_progress(i + 1, chunks)
-    compiled = bool(getattr(models.denoising_unet, "_speed_compiled", False) or target.settings.compile)
-    return {"chunks": chunks, "seconds": round(time.perf_counter() - t0, 3), "chunk_ms": times, "compiled": compiled}
-
-
-def square_frame(image, size):
-    """uint8 (H, W, 3) camera frame → the centred square at size × size, prepared as `render` prepares
-    driving frames (`video_io.square`)."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise LiveError("bad_frame", f"expected an RGB image, got an array of shape {image.shape} ({image.dtype})")
-    h, w = image.shape[:2]
-    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
-        raise LiveError("bad_size", f"frame of {w}×{h} pixels: each side must be between {MIN_SIDE} and "
-                                    f"{MAX_SIDE}; send camera frames such as 640×480")
-    return np.asarray(square(Image.fromarray(image), size))
 
 
 class LiveStream:
@@ -117,8 +52,7 @@ class LiveStream:
         self.on_frames, self.on_error, self.clock = on_frames, on_error, clock
         self.pending = deque(maxlen=CHUNK)  # newest driving frames: (id, t_in, image)
         self.lock = threading.Lock()
-        self.session = None
-        self.target = None
+        self.session = LiveSession()
         self.in_flight = deque()  # per chunk in the window: its [(id, t_in)] (None for warm-up)
         self.received = self.dropped = self.emitted = 0
         self.latencies = deque(maxlen=RECENT)
@@ -172,22 +106,11 @@ class LiveStream:
         """One chunk through the session (worker thread only)."""
         chunk = self.take_chunk()
         t0 = self.clock()
-        models = target.prepare()
-        if self.session is None or self.session.models.denoising_unet is not models.denoising_unet:
-            self.session = StreamingSession(models, target.reference, target.seed, target.settings)
-            self._restart()
-        elif self.target is None or target.reference is not self.target.reference:
-            self.session.set_reference(target.reference)
-            self._restart()
-        self.target = target
-        self.session.models = models
-        if self.session.motion.filter.controls is not self.controls:
-            self.session.motion.set_controls(self.controls)
         if self.warm_start is None:
             self.warm_start = self.is_prepared(target)
-        frames = to_model_frames([image for _, _, image in chunk], models.device)
-        latents = self.session.push(frames)
-        images = target.decode(latents).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+        images = self.session.step(target, [image for _, _, image in chunk], self.controls)
+        if self.session.restarted:
+            self._restart()
         self.in_flight.append([(frame_id, t_in) for frame_id, t_in, _ in chunk])
         now = self.clock()
         self.chunk_ms = (now - t0) * 1e3
@@ -198,7 +121,7 @@ class LiveStream:
 
     def _restart(self):
         """A fresh window: its first 12 frames ease in from the reference (no driving frame)."""
-        self.in_flight = deque([[None] * CHUNK for _ in range(WARMUP // CHUNK)])
+        self.in_flight = deque([[None] * CHUNK for _ in range(WARMUP_CHUNKS)])
 
     def _emit(self, meta, images, now):
         out = []
@@ -235,7 +158,7 @@ class LiveStream:
             "first_chunk_ms": round(self.first_chunk_ms, 1) if self.first_chunk_ms is not None else None,
             "warm_start": self.warm_start,
             "recording": self.recorder is not None,
-            "controls": vars(self.controls),
+            "controls": self.controls.to_dict(),
         }
 
 
@@ -335,7 +258,7 @@ class LiveEngine:
             if len(self.streams) >= self.max_streams:
                 raise LiveError("too_many_sessions", f"{len(self.streams)} live sessions are already running (the "
                                                      f"limit is {self.max_streams}); stop one and try again")
-            controls = controls or self.targets[name].settings.controls
+            controls = controls or self.targets[name].config.controls
             stream = LiveStream(next(self._ids), name, on_frames, on_error, controls=controls)
             stream.is_prepared = self.is_prepared
             self.streams[stream.id] = stream
@@ -357,7 +280,11 @@ class LiveEngine:
         return target
 
     def submit(self, stream, image, frame_id):
-        stream.submit(square_frame(image, self._target_of(stream).size), frame_id)
+        try:
+            frame = square_frame(image, self._target_of(stream).size)
+        except FrameError as e:
+            raise LiveError(e.code, str(e)) from None
+        stream.submit(frame, frame_id)
         self.wake.set()
 
     def stats(self):

@@ -13,7 +13,7 @@ import re
 import threading
 from fractions import Fraction
 
-from ..media.video_io import VideoWriter
+from ..pipelines import VideoWriter
 
 RATE_HINT = 25  # the encoder's rate-control hint (frame times come from the timestamps)
 TIME_BASE = Fraction(1, 1000)  # frame times in milliseconds

@@ -1,6 +1,8 @@
 """Live streaming over a websocket (aiohttp routes for any aiohttp app, ComfyUI's PromptServer included).
 
 Routes (under `prefix`, default /personalive):
+  GET  {prefix}/protocol JSON: the message types and every option key with its type, default, bounds and
+                         help, generated from the config (config.MotionControls)
   GET  {prefix}/status   JSON: every live stream's readouts (received, dropped, emitted, output fps,
                          latency frame in → frame out, first and last chunk time, controls, recording),
                          the targets that can be streamed, which are prepared, the viewers per target.
@@ -32,8 +34,8 @@ import struct
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from ..config import MotionControls, fields_of
 from ..errors import InputError
-from ..streaming.motion_controls import MotionControls
 from .engine import LiveError
 from .recorder import TakeRecorder
 from .viewers import LatestFrame, Viewers, page
@@ -42,6 +44,16 @@ WARMUP_ID = 0xFFFFFFFF
 MAX_MESSAGE = 8 * 2 ** 20  # bytes per camera frame; aiohttp itself closes the socket past twice this
 OUT_QUEUE = 8  # generated frames waiting for a slow client; older ones are dropped
 STATS_EVERY = 0.5  # seconds
+
+
+MESSAGES = ("start", "stop", "controls", "record", "prepare")
+
+
+def protocol():
+    """The protocol's option keys and their bounds, generated from the config (`GET {prefix}/protocol`):
+    the widget builds its controls from it, so the server and the page never disagree on a range."""
+    return {"messages": list(MESSAGES),
+            "controls": {name: info.describe() for name, info in fields_of(MotionControls).items()}}
 
 
 def decode_image(payload):
@@ -96,7 +108,7 @@ def parse_controls(values, current):
         raise LiveError("bad_controls", "controls must be an object such as {\"expression\": 1, \"head_pose\": 1, "
                                         "\"smoothness\": 0}")
     try:
-        return MotionControls.from_dict({**vars(current), **values})
+        return MotionControls.from_dict({**current.to_dict(), **values})
     except InputError as e:
         raise LiveError("bad_controls", str(e)) from None
 
@@ -182,7 +194,7 @@ class LiveSocket:
             controls = None
             if "controls" in message:
                 target = self.engine.target(message.get("target"))
-                controls = parse_controls(message["controls"], target.settings.controls if target else MotionControls())
+                controls = parse_controls(message["controls"], target.config.controls if target else MotionControls())
             self.stream = self.engine.open(message.get("target"), self._on_frames, self._on_error, controls)
             self.viewers.feed(self.stream.target_name, self.stream.id)
             target = self.engine.target(self.stream.target_name)
@@ -191,7 +203,7 @@ class LiveSocket:
             if self.stream is None:
                 raise LiveError("not_started", "start the stream before changing its controls")
             self.stream.set_controls(parse_controls(message.get("controls"), self.stream.controls))
-            await self.ws.send_json({"type": "controls", "controls": vars(self.stream.controls)})
+            await self.ws.send_json({"type": "controls", "controls": self.stream.controls.to_dict()})
         elif kind == "record":
             await self._record(bool(message.get("on")))
         elif kind == "prepare":
@@ -200,8 +212,7 @@ class LiveSocket:
             await self.stop()
             await self.ws.send_json({"type": "stopped"})
         else:
-            raise LiveError("bad_message", f"unknown message type {kind!r}; use 'start', 'stop', 'controls', "
-                                           "'record' or 'prepare'")
+            raise LiveError("bad_message", f"unknown message type {kind!r}; use {', '.join(map(repr, MESSAGES))}")
 
     def on_frame(self, payload):
         if self.stream is None:
@@ -321,6 +332,9 @@ def add_live_routes(routes, engine, prefix="/personalive", max_message=MAX_MESSA
     async def status(request):
         return web.json_response({**engine.stats(), "viewers": viewers.counts()})
 
+    async def describe(request):
+        return web.json_response(protocol())
+
     async def live(request):
         return await live_socket(engine, request, max_message, viewers, takes)
 
@@ -332,7 +346,7 @@ def add_live_routes(routes, engine, prefix="/personalive", max_message=MAX_MESSA
     async def view_ws(request):
         return await view_socket(viewers, request)
 
-    handlers = [(f"{prefix}/status", status), (f"{prefix}/live", live), (f"{prefix}/view/{{target}}", view),
+    handlers = [(f"{prefix}/status", status), (f"{prefix}/protocol", describe), (f"{prefix}/live", live), (f"{prefix}/view/{{target}}", view),
                 (f"{prefix}/view/{{target}}/ws", view_ws)]
     for path, handler in handlers:
         if isinstance(routes, web.RouteTableDef):

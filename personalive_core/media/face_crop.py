@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass
 
 import cv2
 
+from ..config import DEFAULT_CROP_SCALE
 from .face_detect import detect_face
 
-DEFAULT_SCALE = 1.75
+DEFAULT_SCALE = DEFAULT_CROP_SCALE
 
 
 # ----------------------------------------------------------------------------- boxes

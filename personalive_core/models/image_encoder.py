@@ -4,17 +4,15 @@ PersonaLive conditions both UNets on the projected CLIP embedding of the referen
 (sd-image-variations' ViT-L/14, 768-d). Parameter names follow the Hugging Face layout so the
 published `image_encoder/` folder and ComfyUI clip_vision files holding HF keys load unchanged.
 """
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .weights import (first_existing, load_strict, random_state_dict as _random_sd,
-                            read_json, read_state_dict, save_state_dict)
+from .weights import first_existing, load_strict, read_json, read_state_dict
 
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
 EXPECTED = ("a CLIP vision tower with projection in the Hugging Face layout "
@@ -183,21 +181,5 @@ def load_image_encoder(path, device="cpu", dtype=torch.float32, config=None):
     return model.to(device=device, dtype=dtype).eval()
 
 
-TINY_CONFIG = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                               num_attention_heads=2, image_size=224, patch_size=32, projection_dim=16)
 
 
-def random_state_dict(config=TINY_CONFIG, seed=0):
-    with torch.device("meta"):  # shapes only; no time spent on random init
-        model = CLIPImageEncoder(config)
-    return _random_sd(model, seed)
-
-
-def write_image_encoder(directory, config=TINY_CONFIG, seed=0, weights="model.safetensors"):
-    """Write random weights in the official `image_encoder/` layout (HF config.json + weights)."""
-    directory = Path(directory)
-    hf = {"architectures": ["CLIPVisionModelWithProjection"], "model_type": "clip_vision_model",
-          "attention_dropout": 0.0, "initializer_factor": 1.0, "initializer_range": 0.02, **asdict(config)}
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(hf, indent=2))
-    return save_state_dict(random_state_dict(config, seed), directory / weights)

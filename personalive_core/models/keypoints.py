@@ -1,6 +1,7 @@
 """LivePortrait-style 3-D implicit keypoints: the MotionExtractor (ConvNeXt-V2 backbone with pose,
-scale, translation and canonical-keypoint heads), the online relative-motion logic, and the
-keypoint rendering / face boxes derived from it.
+scale, translation and canonical-keypoint heads) with its relative-motion arithmetic, and the
+keypoint rendering / face boxes derived from it. The stateful online tracker of a stream is
+`streaming/keypoint_tracker.py`.
 
 Parameter names follow the published `motion_extractor.pth` (`detector.*`, buffer `idx_tensor`).
 Fixed sizes: 256x256 input, 66 head-pose bins of 3 degrees, 4 stages.
@@ -215,39 +216,6 @@ class MotionExtractor(nn.Module):
     @classmethod
     def tiny(cls):
         return cls(dims=(8, 16, 32, 64), depths=(1, 1, 1, 1)).eval()
-
-
-class KeypointTracker:
-    """Online pose state: the reference's head info and the first driving frame's translation anchor."""
-
-    def __init__(self, extractor, num_interp=13):
-        self.extractor = extractor
-        self.num_interp = num_interp
-        self.reset()
-
-    def reset(self):
-        self.ref = self.anchor = None
-
-    @property
-    def started(self):
-        return self.ref is not None
-
-    def reference_pose(self):
-        """The reference's pose parameters (1 row, degrees), as the first eased row holds them."""
-        return self.extractor.head_pose(self.ref)
-
-    def pose(self, frames, ref=None):
-        """frames (N, 3, 256, 256) in [0, 1]; `ref` (1, 3, 256, 256) on the first call only. Returns (pose
-        parameters: num_interp−1+N rows on the first call, N later; absolute driving kps (N, K, 3))."""
-        if not self.started:
-            info, self.ref, self.anchor, kps_dri = self.extractor.posed_online(ref, frames, self.num_interp)
-            return info, kps_dri
-        return self.extractor.posed(self.ref, self.anchor, frames)
-
-    def __call__(self, frames, ref=None):
-        """`pose` with the pose composed: (pose kps, absolute driving kps (N, K, 3))."""
-        info, kps_dri = self.pose(frames, ref)
-        return self.extractor.keypoints(info), kps_dri
 
 
 def _canvas_hw(size):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .weights import WeightsError, load_strict, random_state_dict, read_state_dict, save_state_dict
+from .weights import WeightsError, load_strict, read_state_dict
 
 LATENT_CHANNELS = 4
 FILE_NAMES = ("taesd_decoder.safetensors", "taesd_decoder.pth",
@@ -79,11 +79,6 @@ def decode(taesd, latents):
     return images.permute(0, 2, 3, 1).clamp(0, 1).float()
 
 
-def decoder(taesd):
-    """`decode` bound to `taesd`: a `decoder` for `render.render_stream`."""
-    return lambda latents: decode(taesd, latents)
-
-
 def _diffusers_key(key):
     index, _, rest = key[len("decoder.layers."):].partition(".")
     return f"{int(index) + 1}.{rest}"
@@ -131,17 +126,3 @@ def load_taesd(path, device="cpu", dtype=torch.float32):
     load_strict(model, sd, file, EXPECTED)
     return model.to(device=device, dtype=dtype).eval()
 
-
-def random_taesd(seed=0, device="cpu", dtype=torch.float32):
-    """A TAESDDecoder with seeded random weights (tests, benchmarks without the file)."""
-    model = TAESDDecoder()
-    model.load_state_dict(random_state_dict(model, seed))
-    return model.to(device=device, dtype=dtype).eval()
-
-
-def write_taesd(path, seed=0, prefix=""):
-    """Write random decoder weights in the published layout (`prefix="taesd_decoder."`: ComfyUI's)."""
-    with torch.device("meta"):
-        model = TAESDDecoder()
-    sd = {prefix + k: v for k, v in random_state_dict(model, seed).items()}
-    return save_state_dict(sd, path)

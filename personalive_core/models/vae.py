@@ -9,13 +9,11 @@ diffusers is imported where a VAE is built, not with this module: the ComfyUI no
 only this module's constants, and a host's Python need not have diffusers (requirements.txt vs
 requirements-cli.txt).
 """
-import json
 from pathlib import Path
 
 import torch
 
-from .weights import (first_existing, load_strict, random_state_dict as _random_sd,
-                            read_json, read_state_dict, save_state_dict)
+from .weights import first_existing, load_strict, read_json, read_state_dict
 
 SCALE = 0.18215  # the literal the official code uses (not vae.config.scaling_factor)
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -24,13 +22,8 @@ EXPECTED = ("an SD AutoencoderKL in the diffusers layout (sd-vae-ft-mse/"
 DEPRECATED_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 LDM_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 
-# Smallest SD-shaped VAE: 4 blocks (×8 downsampling), GroupNorm needs channels % groups == 0.
-TINY_CONFIG = {"block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4,
-               "latent_channels": 4, "down_block_types": ["DownEncoderBlock2D"] * 4,
-               "up_block_types": ["UpDecoderBlock2D"] * 4, "sample_size": 64}
 
-
-def _autoencoder_kl():
+def autoencoder_kl():
     try:
         from diffusers import AutoencoderKL
     except ImportError as e:
@@ -112,7 +105,7 @@ def load_vae(path, device="cpu", dtype=torch.float32, config=None):
     if config is None and json_path.is_file():
         config = read_json(json_path)
     with torch.device("meta"):
-        model = _autoencoder_kl().from_config(config or infer_config(sd, file))
+        model = autoencoder_kl().from_config(config or infer_config(sd, file))
     load_strict(model, sd, file, EXPECTED)
     # plain Module.to: diffusers' override warns about fp32-only modules, which AutoencoderKL has none of
     # requires_grad stays True as in the official modules: ATen's matmul folds (B,N,C)@W differently
@@ -131,16 +124,3 @@ def decode(vae, latents):
     images = vae.decode(1 / SCALE * latents.to(vae.device, vae.dtype)).sample
     return (images.permute(0, 2, 3, 1) / 2 + 0.5).clamp(0, 1)
 
-
-def random_state_dict(config=TINY_CONFIG, seed=0):
-    with torch.device("meta"):  # shapes only; no time spent on random init
-        model = _autoencoder_kl().from_config(config)
-    return _random_sd(model, seed)
-
-
-def write_vae(directory, config=TINY_CONFIG, seed=0, weights="diffusion_pytorch_model.safetensors"):
-    """Write random weights in the official `sd-vae-ft-mse/` layout (config.json + weights)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", **config}, indent=2))
-    return save_state_dict(random_state_dict(config, seed), directory / weights)

@@ -103,32 +103,6 @@ def first_existing(directory, names, expected):
                      f"({expected})")
 
 
-def random_state_dict(module, seed, gain=1.0):
-    """Deterministic random weights with the module's keys and shapes, scaled so activations stay O(1).
-
-    Matrices/kernels get std gain/sqrt(fan_in); norm scales (LayerNorm, GroupNorm, BatchNorm)
-    1 + 0.1·N(0,1); biases and other vectors 0.02·N(0,1); buffers keep the module's values.
-    Used to write random checkpoints for tests and benchmarks.
-    """
-    norms = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
-    norm_params = {f"{name}.weight" for name, m in module.named_modules() if isinstance(m, norms)}
-    params = {name for name, _ in module.named_parameters()}
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, t in module.state_dict().items():
-        if key not in params:
-            out[key] = t.clone() if t.device.type != "meta" else torch.zeros(t.shape, dtype=t.dtype)
-            continue
-        noise = torch.randn(t.shape, generator=g)
-        if key in norm_params:
-            out[key] = 1 + 0.1 * noise
-        elif t.dim() >= 2:
-            out[key] = noise * (gain / t[0].numel() ** 0.5)
-        else:
-            out[key] = 0.02 * noise
-    return out
-
-
 def save_state_dict(state_dict, path):
     """Write as safetensors, or as a plain pickled dict for `.bin`/`.pth` (the official layout)."""
     path = Path(path)

@@ -2,24 +2,17 @@
 
 A motion bank starts with the reference's motion tokens. From the 10th chunk on, the oldest frame
 of the window (the one finishing this pass) is compared with the bank; when its motion is farther
-than `threshold` (L2 over the 32×16 tokens) from every bank entry, that frame's clean latent is run
+than `keyframe_threshold` (L2 over the 32×16 tokens) from every bank entry, that frame's clean latent is run
 through the reference UNet and its tokens join the reference attention as a historical keyframe,
 and its motion joins the bank. At most `max_keyframes` are added.
 """
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass
-class KeyframeSettings:
-    threshold: float = 17.0
-    max_keyframes: int = 3
-    first_chunk: int = 9  # 0-based index of the first chunk that is tested (official: count > 8)
+from ..config import Keyframes
 
 
 class HistoricalKeyframes:
-    def __init__(self, reference_motion, settings=KeyframeSettings()):
+    def __init__(self, reference_motion, settings=Keyframes()):
         self.settings = settings
         self.bank = [reference_motion.reshape(-1).float()]
         self.added = 0
@@ -28,14 +21,14 @@ class HistoricalKeyframes:
         """Min distance of `motion` (tokens of one frame) to the bank, as a device tensor, or None
         when this chunk is not tested. Kept lazy so the caller reads it only at its next sync."""
         s = self.settings
-        if chunk_index < s.first_chunk or self.added >= s.max_keyframes:
+        if chunk_index < s.first_keyframe_chunk or self.added >= s.max_keyframes:
             return None
         bank = torch.stack(self.bank)
         return torch.cdist(motion.reshape(1, -1).float(), bank).min()
 
     def accept(self, motion, distance):
         """True if the tested frame becomes a keyframe (its motion then joins the bank)."""
-        if distance is None or float(distance) <= self.settings.threshold:
+        if distance is None or float(distance) <= self.settings.keyframe_threshold:
             return False
         self.bank.append(motion.reshape(-1).float())
         self.added += 1

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..models.keypoints import KeypointTracker, face_boxes
+from ..models.keypoints import face_boxes
 from ..models.motion import crop_faces, interpolate_motion
+from .keypoint_tracker import KeypointTracker
 from .motion_controls import MotionFilter
 from .window import CHUNK, CHUNKS
 

@@ -6,7 +6,7 @@ PersonaLive drives each frame with two signals (streaming/hybrid_motion.py):
   translation plus half the driving translation since the first driving frame (x, y);
 - expression (implicit): the MotEncoder's 32×16 motion tokens of the driving face crop.
 
-The controls (`MotionControls`):
+The controls (`config.MotionControls`, where their defaults and ranges live):
 - expression strength α ∈ [0, 2]: tokens m = m_ref + α (m_drv − m_ref), m_ref the reference
   portrait's own tokens. 1 = as driven; 0 = the reference's expression throughout; > 1 exaggerates.
 - head-pose strength β ∈ [0, 2]: every pose parameter p of the posed keypoints becomes
@@ -24,13 +24,11 @@ The 12 motion-interpolated warm-up rows of the first chunk go through the same c
 from the reference to the first controlled driving frame).
 """
 import math
-from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError
+from ..config import MotionControls
 
-RANGES = {"expression": (0.0, 2.0), "head_pose": (0.0, 2.0), "smoothness": (0.0, 1.0)}
 POSE_KEYS = ("pitch", "yaw", "roll", "t")  # scale and canonical kp are the reference's, constant
 
 # one-euro parameters; time is counted in stream frames (whatever the camera's fps)
@@ -38,33 +36,6 @@ CUTOFF_OFF, CUTOFF_FULL = 1.0, 0.02  # slow-motion cut-off (cycles/frame) at smo
 SPEED_GAIN = 0.01  # one-euro β: the cut-off rises by this per unit of speed (per frame)
 DERIVATIVE_CUTOFF = 1.0  # cycles/frame, for the speed estimate
 UNITS = {"angles": 1.0, "t": 0.01, "tokens": 0.1}  # speed units: 1°, 0.5 % of the frame width, tokens
-
-
-@dataclass
-class MotionControls:
-    expression: float = 1.0
-    head_pose: float = 1.0
-    smoothness: float = 0.0
-
-    def __post_init__(self):
-        for name, (lo, hi) in RANGES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-                raise InputError(f"{name} {value!r}: must be a number between {lo:g} and {hi:g} "
-                                 f"(default {MotionControls.__dataclass_fields__[name].default:g})")
-            setattr(self, name, float(value))
-
-    @property
-    def identity(self):
-        return self.expression == 1.0 and self.head_pose == 1.0 and self.smoothness == 0.0
-
-    @classmethod
-    def from_dict(cls, values):
-        """From a {"expression", "head_pose", "smoothness"} mapping (missing keys keep their default)."""
-        unknown = set(values) - set(RANGES)
-        if unknown:
-            raise InputError(f"unknown motion control(s) {sorted(unknown)}; use {sorted(RANGES)}")
-        return cls(**values)
 
 
 def lerp(ref, value, weight):

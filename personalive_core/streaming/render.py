@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .session import WARMUP, StreamingSession, decode
 from .window import CHUNK, CHUNKS
 
@@ -78,7 +79,7 @@ def driving_chunks(frames):
             yield Chunk(pending, index, CHUNK, seen)
             pending, index = [], index + 1
     if seen == 0:
-        raise ValueError("the driving input has no frames")
+        raise InputError("the driving input has no frames")
     while index * CHUNK < WARMUP + seen:
         real = len(pending)
         while len(pending) < CHUNK:
@@ -98,14 +99,14 @@ def to_model_frames(frames_u8, device):
     return (x.float() / 255.0 * 2.0 - 1.0).permute(0, 3, 1, 2)
 
 
-def render_stream(models, reference, frames, seed=0, keep_warmup=False, settings=None, on_chunk=None,
-                  decoder=None):
+def render_stream(models, reference, frames, config=None, on_chunk=None, decoder=None):
     """Yield float32 numpy frames (H, W, 3) in [0, 1], one per driving frame (after the 12
-    warm-up frames if `keep_warmup`). `frames` iterates uint8 (H, W, 3) arrays at the reference
+    warm-up frames if `config.keep_warmup`). `frames` iterates uint8 (H, W, 3) arrays at the reference
     size. `on_chunk(n_pushed, frames_tensor)` is called after every chunk (progress, previews).
     `decoder(latents)`: scaled latents (4, 4, h, w) → frames (4, H, W, 3) in [0, 1] (default: the
     core VAE of `models`; a host application may bring its own)."""
-    session = StreamingSession(models, reference, seed, settings)
+    session = StreamingSession(models, reference, config)
+    keep_warmup = session.config.keep_warmup
     for chunk in driving_chunks(frames):
         latents = session.push(to_model_frames(chunk.frames, models.device))
         out = decoder(latents) if decoder else decode(models.vae, latents)

@@ -12,45 +12,33 @@ The first chunk also fills the warm-up part of the window by motion-interpolated
 Noise contract: one `torch.Generator("cpu")` seeded once; `torch.randn` in float32, then cast:
 (1, 4, 12, h, w) when the reference is set, then (1, 4, 4, h, w) per chunk.
 
-Static step (`Settings.static_step`, always on when the denoising UNet is compiled): every tensor
+Static step (`SpeedOptions.static_step`, always on when the chunk step is compiled): every tensor
 shape of a chunk step is fixed from the first chunk on. The reference keys/values live in
 1 + max_keyframes masked slots (reference.py), and the pose guider always sees 4 frames (the first
 chunk's 16 in 4 calls). The denoiser pass with its DDIM step, and the keypoint drawing with the pose
-guider, are then each one function of fixed shapes, which `speed.compile_function` compiles once
-per stream shape (CUDA graphs on a GPU) and a new keyframe only refills a slot.
+guider, are then each one function of fixed shapes, which `compile_function` compiles once
+per stream shape (compiled.py; CUDA graphs on a GPU) and a new keyframe only refills a slot.
 
 Host synchronisation: one per chunk, the keyframe decision. Its distance is computed before the
 denoiser pass is queued and copied to the host right away, so reading it waits for that copy only,
 not for the denoiser.
 """
-from dataclasses import dataclass, field
+from __future__ import annotations
 
 import torch
 
-from .history import HistoricalKeyframes, KeyframeSettings
-from .hybrid_motion import WARMUP, HybridMotion
-from .motion_controls import MotionControls
+from ..config import StreamConfig
+from ..errors import InputError
 from ..models.keypoints import draw_keypoints
+from ..models.taesd import TAESDDecoder, decode as taesd_decode
+from ..models.vae import decode as vae_decode
+from .compiled import compile_function, compile_options
+from .history import HistoricalKeyframes
+from .hybrid_motion import WARMUP, HybridMotion
 from .reference import ReferenceAttention
 from .scheduler import DistilledDDIM, ddim_step
 from .timing import NO_TIMER
-from ..models.taesd import TAESDDecoder, decode as taesd_decode
-from ..models.vae import decode as vae_decode
 from .window import CHUNK, MicroChunkWindow, window_timesteps
-
-
-@dataclass
-class Settings:
-    """`official_quirks`: reproduce the official wrapper's numerical oddities, needed for
-    frame-exact parity: reference tokens rounded to float16 whatever the model dtype, and noise
-    coefficients rounded to the latent dtype. Off, the same maths without those roundings.
-    `controls`: expression / head-pose strength and smoothing (motion_controls.py)."""
-    official_quirks: bool = True
-    cache_reference_kv: bool = True
-    keyframes: KeyframeSettings = field(default_factory=KeyframeSettings)
-    controls: MotionControls = field(default_factory=MotionControls)
-    static_step: bool = False  # fixed shapes (see the module doc); implied by compiling
-    compile: bool = False  # compile the chunk step for this stream (weights not frozen: a host may move them)
 
 
 def denoise_step(unet, alphas, latents, t, context, motion, pose):
@@ -91,27 +79,27 @@ def _read(late):
 
 
 class StreamingSession:
-    def __init__(self, models, reference, seed=0, settings=None):
+    """One stream on `models` (a PersonaLiveModels) animating `reference`, under `config` (its seed,
+    keyframes, motion controls, quirks and speed options; the default config when None)."""
+
+    def __init__(self, models, reference, config: StreamConfig | None = None):
         self.models = models
-        self.settings = settings or Settings()
-        bank_dtype = torch.float16 if self.settings.official_quirks else None
-        compiled = getattr(models.denoising_unet, "_speed_compiled", None)
-        if self.settings.compile and not compiled:
-            from ..models.speed import compile_options
-            compiled = compile_options(models.device, frozen_weights=False)
-        self.static = self.settings.static_step or bool(compiled)
-        slots = self.settings.keyframes.max_keyframes if self.static else None
+        self.config = config or StreamConfig()
+        speed = self.config.speed
+        bank_dtype = torch.float16 if self.config.official_quirks else None
+        self.static = speed.static
+        slots = self.config.keyframes.max_keyframes if self.static else None
         self.attention = ReferenceAttention(models.reference_unet, models.denoising_unet,
-                                            bank_dtype, self.settings.cache_reference_kv, slots)
+                                            bank_dtype, speed.cache_reference_kv, slots)
         self.scheduler = DistilledDDIM()
         self.step, self.pose = None, pose_features
-        if compiled:
-            from ..models.speed import compile_function
-            self.step = compile_function(denoise_step, compiled)
-            self.pose = compile_function(pose_features, compiled)
+        if speed.compile:
+            options = compile_options(models.device, speed)
+            self.step = compile_function(denoise_step, options)
+            self.pose = compile_function(pose_features, options)
         self.timer = NO_TIMER  # a timing.StageTimer: per-stage times (bench)
         self.window = MicroChunkWindow()
-        self.seed = seed
+        self.seed = self.config.seed
         self.set_reference(reference)
 
     # -- reference ---------------------------------------------------------------------------
@@ -122,7 +110,7 @@ class StreamingSession:
         self.generator = torch.Generator("cpu").manual_seed(self.seed)
         self.window.clear()
         self.attention.set_tokens(self.reference.tokens)
-        self.motion = HybridMotion(m.motion_extractor, m.motion_encoder, self.reference, self.settings.controls)
+        self.motion = HybridMotion(m.motion_extractor, m.motion_encoder, self.reference, self.config.controls)
         self.history = None
         self.chunks_done = 0
         t = window_timesteps(m.device)[:WARMUP]
@@ -137,7 +125,7 @@ class StreamingSession:
         noise = torch.randn((1, 4, frames, h, w), generator=self.generator, dtype=torch.float32)
         noise = noise.to(m.device, m.dtype)[0].transpose(0, 1)  # (b c f h w) → (f, c, h, w)
         clean = self.reference.latents.to(m.dtype).expand(frames, -1, -1, -1)
-        coef = None if self.settings.official_quirks else torch.float32
+        coef = None if self.config.official_quirks else torch.float32
         return self.scheduler.add_noise(clean, noise, timesteps, coef).to(m.dtype)
 
     # -- streaming ---------------------------------------------------------------------------
@@ -152,7 +140,7 @@ class StreamingSession:
         """The MotionChunk of 4 driving frames (the first part of `push`; may run ahead of the
         denoiser, in stream order)."""
         if frames.ndim != 4 or frames.shape[0] != CHUNK or tuple(frames.shape[-2:]) != self.reference.size:
-            raise ValueError(f"expected a chunk of {CHUNK} frames of size {self.reference.size}, "
+            raise InputError(f"expected a chunk of {CHUNK} frames of size {self.reference.size}, "
                              f"got {tuple(frames.shape)}")
         with self.timer("motion"):
             return self.motion(frames.to(self.models.device, torch.float32))
@@ -174,7 +162,7 @@ class StreamingSession:
         chunk = chunk.to(m.device)
         if self.history is None:
             # the first MII frame is exactly the reference's motion (interpolation weight 0)
-            self.history = HistoricalKeyframes(chunk.tokens[:1], self.settings.keyframes)
+            self.history = HistoricalKeyframes(chunk.tokens[:1], self.config.keyframes)
         with self.timer("pose_guider"):
             self._add_pose(chunk.keypoints)
         self.window.motion.extend(chunk.tokens)
@@ -205,7 +193,7 @@ class StreamingSession:
 @torch.no_grad()
 def decode(vae, latents):
     """Scaled latents (N, 4, h, w) → frames (N, H, W, 3) in [0, 1], float32. `vae`: the SD VAE,
-    or a TAESD decoder (personalive_core.taesd: much faster, lower quality)."""
+    or a TAESD decoder (models/taesd.py: much faster, lower quality)."""
     if isinstance(vae, TAESDDecoder):
         return taesd_decode(vae, latents)
     return vae_decode(vae, latents).float()

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Write the shipped example workflows, UI format (workflows/<template title>.json, loadable in the page and
 listed by the Templates browser under that title) and API format (workflows/api/<name>.json, for /prompt),
-from one graph description each. tools/make_thumbnails.py draws each template's thumbnail
+from one graph description each. scripts/dev/make_thumbnails.py draws each template's thumbnail
 (workflows/<template title>.jpg, the name ComfyUI's frontend asks for).
 
 Widget order, sockets and slot types come from a running ComfyUI's /object_info (with this extension
 loaded), so both files match the nodes exactly:
 
-    python tools/make_workflows.py --server http://127.0.0.1:8188 [--out workflows]
-    python tools/make_workflows.py --object-info object_info.json
+    python scripts/dev/make_workflows.py --server http://127.0.0.1:8188 [--out workflows]
+    python scripts/dev/make_workflows.py --object-info object_info.json
 
 Stdlib only; imports nothing from personalive_core or ComfyUI.
 """
@@ -35,7 +35,7 @@ MODELS_NOTE = (
 LOADERS = {
     1: ("LoadImage", {"image": "reference.png"}, (0, 0)),
     2: ("LoadVideo", {"file": "driving.mp4"}, (0, 380)),
-    4: ("PersonaLiveLoadModel", {"weights": "personalive", "precision": "auto"}, (340, -200)),
+    4: ("PersonaLiveLoadModel", {"weights": "personalive", "dtype": "auto"}, (340, -200)),
 }
 CLIP_VAE = {
     5: ("CLIPVisionLoader", {"clip_name": CLIP_NAME}, (340, -60)),
@@ -114,7 +114,7 @@ GRAPHS = {
               "'Crop Face' and 'Encode Reference', and the same scale as the render's crop_scale."
               "\n\n" + MODELS_NOTE),
         nodes={**LOADERS, **CLIP_VAE,
-               12: ("PersonaLiveCropFace", {"image": (1, 0), "size": 512, "scale": 1.75, "shift": 0.0,
+               12: ("PersonaLiveCropFace", {"image": (1, 0), "size": 512, "crop_scale": 1.75, "shift": 0.0,
                                             "smoothing": False, "detector": "auto"}, (700, -420)),
                7: ("PersonaLiveEncodeReference", {**ENCODE, "image": (12, 0)}, (1060, -200)),
                13: ("PersonaLiveRenderVideo", {"model": (4, 0), "reference": (7, 0), "vae": (6, 0), "video": (2, 0),
@@ -215,7 +215,7 @@ def main(argv=None):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--server", help="URL of a running ComfyUI with this extension, e.g. http://127.0.0.1:8188")
     src.add_argument("--object-info", help="a saved /object_info JSON")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows"))
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "workflows"))
     a = p.parse_args(argv)
     if a.server:
         with urllib.request.urlopen(a.server.rstrip("/") + "/object_info", timeout=120) as r:

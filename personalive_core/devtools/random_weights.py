@@ -1,4 +1,5 @@
-"""Seeded random weights in the official file layout, and .safetensors twins of published files.
+"""Seeded random weights, every writer in one place: the six PersonaLive files, the image encoder,
+the VAE and TAESD, in the official file layout (`make-random-weights`), plus in-memory random models.
 
 `tiny`: the smallest models of the same design that load through the same code (tests, CI).
 `comfy`: tiny PersonaLive networks with 768-d cross-attention, the full CLIP ViT-L/14 image encoder and
@@ -10,18 +11,104 @@ head rotations), since face boxes come from those keypoints; the denoiser's proj
 tokens are matched to the tokens' scale (`match_motion_token_scale_`), so frames depend smoothly on
 the inputs instead of chaotically.
 """
+import json
 import os
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..models import image_encoder
-from ..models import vae
 from ..models.keypoints import MotionExtractor
-from ..models.loader import PERSONALIVE_FILES, find_layout
 from ..models.motion import MotEncoder
 from ..models.pose_guider import PoseGuider
+from ..models.taesd import TAESDDecoder
 from ..models.unet import UNet, UNetConfig
-from ..models.weights import random_state_dict, read_state_dict, save_state_dict
+from ..models.vae import autoencoder_kl
+from ..models.weights import read_state_dict, save_state_dict
+
+# Smallest SD-shaped VAE: 4 blocks (×8 downsampling), GroupNorm needs channels % groups == 0.
+TINY_VAE = {"block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4,
+            "latent_channels": 4, "down_block_types": ["DownEncoderBlock2D"] * 4,
+            "up_block_types": ["UpDecoderBlock2D"] * 4, "sample_size": 64}
+TINY_CLIP = image_encoder.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=2, image_size=224, patch_size=32, projection_dim=16)
+
+
+def random_state_dict(module, seed, gain=1.0):
+    """Deterministic random weights with the module's keys and shapes, scaled so activations stay O(1).
+
+    Matrices/kernels get std gain/sqrt(fan_in); norm scales (LayerNorm, GroupNorm, BatchNorm)
+    1 + 0.1·N(0,1); biases and other vectors 0.02·N(0,1); buffers keep the module's values.
+    Used to write random checkpoints for tests and benchmarks.
+    """
+    norms = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
+    norm_params = {f"{name}.weight" for name, m in module.named_modules() if isinstance(m, norms)}
+    params = {name for name, _ in module.named_parameters()}
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, t in module.state_dict().items():
+        if key not in params:
+            out[key] = t.clone() if t.device.type != "meta" else torch.zeros(t.shape, dtype=t.dtype)
+            continue
+        noise = torch.randn(t.shape, generator=g)
+        if key in norm_params:
+            out[key] = 1 + 0.1 * noise
+        elif t.dim() >= 2:
+            out[key] = noise * (gain / t[0].numel() ** 0.5)
+        else:
+            out[key] = 0.02 * noise
+    return out
+
+
+
+
+def vae_state_dict(config=TINY_VAE, seed=0):
+    """Random SD-VAE (AutoencoderKL) weights of `config`."""
+    with torch.device("meta"):  # shapes only; no time spent on random init
+        model = autoencoder_kl().from_config(config)
+    return random_state_dict(model, seed)
+
+
+def write_vae(directory, config=TINY_VAE, seed=0, weights="diffusion_pytorch_model.safetensors"):
+    """Write random weights in the official `sd-vae-ft-mse/` layout (config.json + weights)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", **config}, indent=2))
+    return save_state_dict(vae_state_dict(config, seed), directory / weights)
+
+
+def image_encoder_state_dict(config=TINY_CLIP, seed=0):
+    """Random CLIP vision encoder weights of `config`."""
+    with torch.device("meta"):
+        model = image_encoder.CLIPImageEncoder(config)
+    return random_state_dict(model, seed)
+
+
+def write_image_encoder(directory, config=TINY_CLIP, seed=0, weights="model.safetensors"):
+    """Write random weights in the official `image_encoder/` layout (HF config.json + weights)."""
+    directory = Path(directory)
+    hf = {"architectures": ["CLIPVisionModelWithProjection"], "model_type": "clip_vision_model",
+          "attention_dropout": 0.0, "initializer_factor": 1.0, "initializer_range": 0.02, **asdict(config)}
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(hf, indent=2))
+    return save_state_dict(image_encoder_state_dict(config, seed), directory / weights)
+
+
+def random_taesd(seed=0, device="cpu", dtype=torch.float32):
+    """A TAESDDecoder with seeded random weights (tests, benchmarks without the file)."""
+    model = TAESDDecoder()
+    model.load_state_dict(random_state_dict(model, seed))
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def write_taesd(path, seed=0, prefix=""):
+    """Write random decoder weights in the published layout (`prefix="taesd_decoder."`: ComfyUI's)."""
+    with torch.device("meta"):
+        model = TAESDDecoder()
+    sd = {prefix + k: v for k, v in random_state_dict(model, seed).items()}
+    return save_state_dict(sd, path)
 
 FULL_UNET = UNetConfig(motion_dim=16, temporal_pos_len=32)
 TINY_UNET = UNetConfig(block_out_channels=(64, 64, 64, 64), layers_per_block=1, cross_attention_dim=16,
@@ -47,7 +134,7 @@ PRESETS = ("tiny", "comfy", "full")
 def _preset(name):
     if name == "tiny":
         return dict(unet=TINY_UNET, pose=PoseGuider(64, (8, 8, 8, 8)), motion=MotEncoder.tiny(),
-                    extractor=MotionExtractor.tiny(), clip=image_encoder.TINY_CONFIG, vae=vae.TINY_CONFIG)
+                    extractor=MotionExtractor.tiny(), clip=TINY_CLIP, vae=TINY_VAE)
     if name == "full":
         return dict(unet=FULL_UNET, pose=PoseGuider(), motion=MotEncoder(), extractor=MotionExtractor(),
                     clip=FULL_CLIP, vae=FULL_VAE)
@@ -130,30 +217,12 @@ def write_random_weights(root, preset="tiny", seed=0, log=lambda m: None):
     for name, sd in personalive_state_dicts(preset, seed).items():
         path = save_state_dict(sd, os.path.join(root, "personalive", f"{name}.pth"))
         log(f"wrote {path}")
-    clip_file = image_encoder.write_image_encoder(
+    clip_file = write_image_encoder(
         os.path.join(root, "sd-image-variations-diffusers", "image_encoder"), p["clip"], seed * 1000 + 2)
     if p.get("clip_fp16"):
         save_state_dict({k: v.half() for k, v in read_state_dict(clip_file).items()}, clip_file)
-    vae.write_vae(os.path.join(root, "sd-vae-ft-mse"), p["vae"], seed * 1000 + 3)
+    write_vae(os.path.join(root, "sd-vae-ft-mse"), p["vae"], seed * 1000 + 3)
     return root
-
-
-def convert_to_safetensors(root):
-    """Write a `.safetensors` twin beside every pickled weight file of a weights folder."""
-    layout = find_layout(root)
-    paths = [layout.personalive[n] for n in PERSONALIVE_FILES if layout.personalive[n]]
-    for folder in (layout.image_encoder, layout.vae):
-        if folder:
-            paths += [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith((".bin", ".pth"))]
-    written = []
-    for path in paths:
-        if path.endswith(".safetensors"):
-            continue
-        twin = os.path.splitext(path)[0] + ".safetensors"
-        if path.endswith("pytorch_model.bin"):
-            twin = os.path.join(os.path.dirname(path), "model.safetensors")
-        written.append(save_state_dict(read_state_dict(path), twin))
-    return written
 
 
 def random_models(preset="tiny", seed=0):

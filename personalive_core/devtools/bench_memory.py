@@ -15,9 +15,8 @@ import time
 
 import numpy as np
 
+from ..config import CROP_MODES, StreamConfig
 from ..errors import InputError
-from ..media.footage import CROP_MODES
-from .options import check_size
 
 
 def synthetic_frame(i, h, w):
@@ -94,7 +93,7 @@ def parse_hw(text, size):
 
 
 def main(a, log):
-    check_size(a.size)
+    StreamConfig(size=a.size)  # checks the size
     if not a.frames or any(n <= 0 for n in a.frames):
         raise InputError(f"--frames {a.frames}: give one or more positive lengths")
     hw = parse_hw(a.driving_size, a.size)

@@ -12,37 +12,46 @@ The model works on `size × size` squares. `Reframer` sits between the footage a
 
 Memory stays flat: the tracker is O(1), and for `paste_into="driving"` the original frames are
 read a second time in step with the output (only their crop boxes wait for it). `render_footage` is
-the whole way from a driving source to a written file (the `render` command and the Render Video
-node).
+the whole way from a driving source to a written file (the Render Video node), `render_video` the
+same from a reference picture and a driving path (the `render` command and batch jobs).
 """
+from __future__ import annotations
+
+import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from ..streaming.render import render_stream
+from ..config import StreamConfig
+from ..errors import InputError
+from ..media import face_crop as fc
+from ..media.driving import DrivingSource
+from ..media.face_track import FaceTracker
+from ..media.images import load_image
+from ..media.output import Output
+from ..media.paste_back import paste_back
+from ..media.video_io import square
+from ..models.loader import PersonaLiveModels
+from ..streaming.render import chunks_needed, render_stream
 from ..streaming.session import WARMUP
-from . import face_crop as fc
-from .face_track import FaceTracker
-from .paste_back import paste_back
-from .video_io import square
+from .reference import encode_reference, prepare_reference
 
-CROP_MODES = ("center", "auto")  # the same names in the CLI (--crop) and the nodes (crop)
-PASTE_TARGETS = ("none", "reference", "driving")
 MISSING_SHOWN = 10  # frame indices kept for the report; the count is exact
 
 
 class Reframer:
-    def __init__(self, size, crop="center", paste_into="none", scale=fc.DEFAULT_SCALE, feather=0.2,
-                 detector="auto", log=None, **tracker_kw):
-        if crop not in CROP_MODES:
-            raise ValueError(f"crop {crop!r}: use one of {CROP_MODES}")
-        if paste_into not in PASTE_TARGETS:
-            raise ValueError(f"paste_into {paste_into!r}: use one of {PASTE_TARGETS}")
-        if paste_into == "driving" and crop != "auto":
-            raise ValueError("pasting into the driving frames needs their face crops: use crop 'auto'")
-        self.size, self.crop, self.paste_into, self.feather = size, crop, paste_into, feather
-        self.scale, self.detector, self.tracker_kw = scale, detector, tracker_kw
+    """Between the footage and the stream, as `config.framing` says (crop, paste_into, crop_scale,
+    feather) at `config.size`."""
+
+    def __init__(self, config: StreamConfig | None = None, detector="auto", log=None, **tracker_kw):
+        config = config or StreamConfig()
+        framing = config.framing
+        self.size, self.crop, self.paste_into, self.feather = config.size, framing.crop, framing.paste_into, \
+            framing.feather
+        self.scale, self.detector, self.tracker_kw = framing.crop_scale, detector, tracker_kw
         self.log = log or (lambda msg: None)
         self.reference_found = None  # True/False after `reference()` with crop "auto"
         self.reference_original = self.reference_info = None
@@ -72,7 +81,7 @@ class Reframer:
         """For `paste_into="reference"` when the reference was cropped elsewhere: the original
         picture (uint8 or float (H, W, 3)) and the CropInfo of its crop."""
         if tuple(info.image_hw) != tuple(original.shape[:2]):
-            raise ValueError(f"the reference crop is for a {info.image_hw[1]}x{info.image_hw[0]} picture, the original "
+            raise InputError(f"the reference crop is for a {info.image_hw[1]}x{info.image_hw[0]} picture, the original "
                              f"reference is {original.shape[1]}x{original.shape[0]}")
         self.reference_original, self.reference_info = original, info
 
@@ -103,6 +112,13 @@ class Reframer:
             yield patch
 
     # -- output ----------------------------------------------------------------------------------
+    def check(self):
+        """InputError when pasting into the reference without knowing where its face crop came from."""
+        if self.paste_into == "reference" and self.reference_info is None:
+            raise InputError("paste_into 'reference' needs the reference picture's face crop: use crop 'auto' "
+                             "(the reference is cropped with the driving frames), or give the crop of the "
+                             "reference picture (Render Video: 'reference_crop' and 'reference_image')")
+
     def output(self, frame, warmup=False):
         """A generated float frame (size, size, 3) in [0, 1] → the frame to write: float (unchanged)
         or uint8 (pasted into the original). Call once per stream output, in order; warm-up
@@ -110,9 +126,7 @@ class Reframer:
         if self.paste_into == "none":
             return frame
         if self.paste_into == "reference":
-            if self.reference_info is None:
-                raise RuntimeError("pasting into the reference needs its crop: call reference() with crop "
-                                   "'auto', or set_reference_crop()")
+            self.check()
             return paste_back(frame, self.reference_original, self.reference_info, self.feather)
         if not self.pending:
             raise RuntimeError("an output frame arrived before its driving frame")
@@ -141,8 +155,7 @@ class Reframer:
                 "they reuse the last face box (the centred square before the first face)")
 
 
-def render_footage(out, models, reference, source, reframer, seed=0, keep_warmup=False, settings=None,
-                   on_chunk=None, decoder=None):
+def render_footage(out, models, reference, source, reframer, config=None, on_chunk=None, decoder=None):
     """Render the driving frames of `source` (a DrivingSource or any iterable of uint8 frames) through
     `reframer` into `out` (a media.output.Output), frame by frame. `out` is closed at the end, also
     when the run stops early (an exception, an interrupt), so what was written stays playable.
@@ -150,17 +163,64 @@ def render_footage(out, models, reference, source, reframer, seed=0, keep_warmup
 
     Each frame is written at its driving frame's presentation time (`source.times`, where the source
     has them), warm-up frames before them at the source's rate."""
+    config = config or StreamConfig()
+    reframer.check()  # a missing reference crop is said before any work, not after the first chunk
     again = getattr(source, "again", None)
     originals = again() if again is not None and reframer.paste_into == "driving" else None
     if hasattr(source, "keep_times"):
         source.keep_times = True
-    frames = render_stream(models, reference, reframer.driving(source, originals), seed, keep_warmup, settings,
-                           on_chunk, decoder)
+    frames = render_stream(models, reference, reframer.driving(source, originals), config, on_chunk, decoder)
     try:
         for j, frame in enumerate(frames):
-            warmup = keep_warmup and j < WARMUP
+            warmup = config.keep_warmup and j < WARMUP
             times = getattr(source, "times", None)
-            time = times.popleft() if times is not None and not warmup else None
-            out.write(reframer.output(frame, warmup=warmup), time)
+            time_ = times.popleft() if times is not None and not warmup else None
+            out.write(reframer.output(frame, warmup=warmup), time_)
     finally:
         out.close()
+
+
+@dataclass
+class RenderResult:
+    """What `render_video` wrote: `frames` to `path` in `seconds`, and the face report (or None)."""
+
+    path: str
+    frames: int
+    seconds: float
+    report: str | None
+
+
+def render_video(models: PersonaLiveModels, reference: str | Image.Image, driving: str | DrivingSource, out: str,
+                 config: StreamConfig | None = None, decoder: Callable | None = None,
+                 on_chunk: Callable[[int, int | None], None] | None = None,
+                 log: Callable[[str], None] | None = None) -> RenderResult:
+    """The main job: a reference portrait (a picture or its file) animated by a driving video (a path or a
+    DrivingSource), written to `out` (.mp4 with the driving audio, .npy or a PNG folder) frame by frame,
+    as `config` says (size, seed, framing, controls, keyframes). `on_chunk(done, total or None)` after every
+    chunk. What was written before an error or an interrupt stays in `out`, playable."""
+    config = config or StreamConfig()
+    log = log or (lambda message: None)
+    reframer = Reframer(config, log=log)
+    picture = load_image(reference) if isinstance(reference, str) else reference
+    source = driving if isinstance(driving, DrivingSource) else DrivingSource(driving, config.max_frames, log=log)
+    cropped = reframer.reference(picture)
+    reframer.check()
+    encoded = encode_reference(models, prepare_reference(cropped, config.size, config.framing.resize))
+    output = Output(out, source.fps, source.audio_file(), log, source.time_base, source.start)
+    total = chunks_needed(config.max_frames) if config.max_frames else None
+    t0 = time.perf_counter()
+
+    def progress(n, _frames):
+        if on_chunk is not None:
+            on_chunk(n, total)
+
+    try:
+        render_footage(output, models, encoded, source, reframer, config, progress, decoder)
+    except KeyboardInterrupt:
+        log(f"interrupted after {output.count} frames: {out} holds them")
+        raise
+    finally:
+        report = reframer.report()
+        if report:
+            log(report)
+    return RenderResult(out, output.count, time.perf_counter() - t0, report)

@@ -16,23 +16,24 @@ weights when the models are random); `decoder` in the JSON says which decoder ra
 shapes for the whole stream, keyframes included), so no compilation falls inside the timed chunks;
 that time is `compile_ms`. `--keyframes N` forces N historical keyframes into the timed run
 (threshold 0 from the first timed chunk on); `keyframes_added` says how many were.
-`--suite` (tools/suite.py) runs every configuration in one process.
+`--suite` (devtools/suite.py) runs every configuration in one process.
 """
 import json
 import resource
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..models.speed import sdpa_backend
-from ..streaming.history import KeyframeSettings
+from ..config import StreamConfig
+from ..models.rewrites import Fp8Linear, apply_rewrites, to_channels_last
+from ..pipelines import encode_reference, placement, prepare_reference
+from ..runtime import process_settings
+from ..streaming.compiled import compile_decoder, compile_label, compile_options
 from ..streaming.overlap import StreamRunner
-from ..streaming.reference import encode_reference
 from ..streaming.render import to_model_frames
-from ..streaming.session import Settings, StreamingSession, decode
+from ..streaming.session import StreamingSession, decode
 from ..streaming.timing import STAGES, StageTimer
 
 
@@ -55,12 +56,16 @@ def _peak_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def forced_keyframes(settings, count, first_chunk):
-    """`settings` with `count` historical keyframes accepted from chunk `first_chunk` on (threshold
+def forced_keyframes(config, count, first_chunk):
+    """`config` with `count` historical keyframes accepted from chunk `first_chunk` on (threshold
     0: every tested chunk qualifies until the slots are full): benchmarks see the keyframe work and
     the full reference length whatever the synthetic motion does."""
-    return replace(settings or Settings(),
-                   keyframes=KeyframeSettings(threshold=0.0, max_keyframes=count, first_chunk=first_chunk))
+    return config.replace(keyframe_threshold=0.0, max_keyframes=count, first_keyframe_chunk=first_chunk)
+
+
+def synthetic_reference(models, size):
+    """The encoded reference of the first synthetic frame."""
+    return encode_reference(models, prepare_reference(Image.fromarray(next(synthetic_frames(1, size))), size))
 
 
 def _decoder_fn(decoder):
@@ -72,13 +77,13 @@ def _chunks(frames, device, first, count):
         yield to_model_frames(frames[4 * c:4 * c + 4], device)
 
 
-def compile_warmup(models, reference, settings, decoder, frames, log):
+def compile_warmup(models, reference, config, decoder, frames, log):
     """Run a throw-away stream until the compiled chunk step has met its shapes (one set for a
     whole stream, keyframes included) and, on CUDA, recorded its CUDA graphs (warm-up, record,
     replay). Returns milliseconds."""
     device = models.device
     calls = 3 if torch.device(device).type == "cuda" else 1
-    session = StreamingSession(models, reference, seed=0, settings=settings)
+    session = StreamingSession(models, reference, config)
     _sync(device)
     t0 = time.perf_counter()
     for c, out in enumerate(StreamRunner(session, _decoder_fn(decoder)).run(_chunks(frames, device, 0, calls))):
@@ -87,27 +92,29 @@ def compile_warmup(models, reference, settings, decoder, frames, log):
     return (time.perf_counter() - t0) * 1e3
 
 
-def run_bench(models, size=512, chunks=32, warmup=3, settings=None, log=print, decoder=None, stages=True,
+def run_bench(models, config=None, chunks=32, warmup=3, log=print, decoder=None, stages=True,
               overlap=False, keyframes=None):
-    """`decoder`: models.vae (default) or a TAESD decoder. A chunk step compiled by
-    `speed.apply_speed_options` is warmed up first (reported as compile_ms). `overlap`: motion ahead
-    and decode behind on CUDA streams (streaming/overlap.py). `keyframes`: force that many."""
+    """Stream `chunks` timed chunks (after `warmup`) at `config.size` under `config`. `decoder`:
+    models.vae (default) or a TAESD decoder. A compiled chunk step (`config.speed.compile`) is warmed up
+    first (reported as compile_ms). `overlap`: motion ahead and decode behind on CUDA streams
+    (streaming/overlap.py). `keyframes`: force that many."""
+    config = config or StreamConfig()
+    size = config.size
     device = models.device
     decoder = models.vae if decoder is None else decoder
     if keyframes is not None:
-        settings = forced_keyframes(settings, keyframes, warmup)
-    ref = Image.fromarray(next(synthetic_frames(1, size)))
+        config = forced_keyframes(config, keyframes, warmup)
     _sync(device)
     t0 = time.perf_counter()
-    reference = encode_reference(models, ref, size)
+    reference = synthetic_reference(models, size)
     _sync(device)
     reference_ms = (time.perf_counter() - t0) * 1e3
     frames = list(synthetic_frames(4 * (warmup + chunks), size))
     compile_ms = None
-    if getattr(models.denoising_unet, "_speed_compiled", None):
-        compile_ms = compile_warmup(models, reference, settings, decoder, frames, log)
+    if config.speed.compile:
+        compile_ms = compile_warmup(models, reference, config, decoder, frames, log)
         log(f"compiled in {compile_ms / 1e3:.1f} s")
-    session = StreamingSession(models, reference, seed=0, settings=settings)
+    session = StreamingSession(models, reference, config)
     timer = StageTimer(device) if stages else None
     if timer:
         session.timer = timer
@@ -161,7 +168,8 @@ def stage_table(stage_ms):
 
 def pick_decoder(args, models, log):
     """(decoder module, description) for `--vae` / `--taesd`."""
-    from ..models.taesd import load_taesd, random_taesd
+    from ..models.taesd import load_taesd
+    from .random_weights import random_taesd
     if args.vae != "taesd":
         return models.vae, "sd-vae (AutoencoderKL)"
     path = args.taesd
@@ -179,32 +187,35 @@ def pick_decoder(args, models, log):
     return random_taesd(0, models.device, models.dtype), "taesd (random weights)"
 
 
-def main(args, log):
-    from .options import load_weights_source, pick_device, pick_dtype, resolve_speed_arguments
-    from ..models.speed import apply_speed_options, compile_decoder, compile_label
-    device = pick_device(args.device)
-    dtype = pick_dtype(args.dtype, device)
-    resolve_speed_arguments(args, device, dtype)
-    models = load_weights_source(args, device, dtype)
-    decoder, decoder_name = pick_decoder(args, models, log)
-    apply_speed_options(models, channels_last=args.channels_last, compile=args.compile, extra=[decoder],
-                        onednn=args.onednn_linear, fp8=args.fp8_linear)
-    if args.compile_decoder:
-        compile_decoder(decoder)
-    settings = Settings(cache_reference_kv=not args.no_cache_kv, static_step=args.static_step)
-    threads = torch.get_num_threads()
-    with sdpa_backend(args.sdpa):
-        result = run_bench(models, args.size, args.chunks, args.warmup, settings, log, decoder, args.stages,
-                           args.overlap, args.keyframes)
-    compiled = getattr(models.denoising_unet, "_speed_compiled", None)
-    result.update(size=args.size, chunks=args.chunks, device=str(device), dtype=str(dtype).split(".")[-1],
+def main(args, config, log):
+    """`bench` (not --suite): one configuration, `config` from the flags."""
+    from .random_weights import random_models
+    from ..pipelines import load_models
+    where = placement(config)
+    config = config.replace(**where.speed.to_dict())
+    with process_settings(config.speed, log) as speed:
+        config = config.replace(reuse_memory=speed.reuse_memory)
+        if args.weights:
+            models = load_models(args.weights, config)
+        else:
+            models = random_models(args.random_weights).to(where.device, where.dtype)
+            apply_rewrites(models.modules().values(), config.speed, fp8=[models.denoising_unet])
+        decoder, decoder_name = pick_decoder(args, models, log)
+        if config.speed.channels_last and decoder is not models.vae:
+            to_channels_last(decoder)
+        if args.compile_decoder:
+            compile_decoder(decoder, config.speed)
+        threads = torch.get_num_threads()
+        result = run_bench(models, config, args.chunks, args.warmup, log, decoder, args.stages, args.overlap,
+                           args.keyframes)
+    speed = config.speed
+    result.update(size=config.size, chunks=args.chunks, device=where.device, dtype=str(where.dtype).split(".")[-1],
                   weights=args.weights or f"random-{args.random_weights}", vae=args.vae, decoder=decoder_name,
-                  channels_last=args.channels_last, onednn_linear=args.onednn_linear,
-                  reuse_memory=args.reuse_memory, cudnn_benchmark=args.cudnn_benchmark, sdpa=args.sdpa,
-                  fp8_linear=args.fp8_linear and any(type(m).__name__ == "Fp8Linear"
-                                                     for m in models.denoising_unet.modules()),
-                  compile=compile_label(compiled) if compiled else None, compile_decoder=args.compile_decoder,
-                  cache_reference_kv=not args.no_cache_kv, threads=threads)
+                  channels_last=speed.channels_last, onednn_linear=speed.onednn_linear,
+                  reuse_memory=speed.reuse_memory, cudnn_benchmark=speed.cudnn_benchmark, sdpa=speed.sdpa,
+                  fp8_linear=speed.fp8_linear and any(isinstance(m, Fp8Linear) for m in models.denoising_unet.modules()),
+                  compile=compile_label(compile_options(where.device, speed)) if speed.compile else None,
+                  compile_decoder=args.compile_decoder, cache_reference_kv=speed.cache_reference_kv, threads=threads)
     for line in stage_table(result.get("stage_ms", {}))[1:] if args.stages else []:
         log(line)
     compiled = f" | compile {result['compile_ms'] / 1e3:.1f} s" if result["compile_ms"] is not None else ""

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..streaming.reference import encode_reference
+from ..config import StreamConfig
+from ..errors import InputError
+from ..pipelines import encode_reference, load_models, prepare_reference
 from ..streaming.render import to_model_frames
 from ..streaming.session import WARMUP, StreamingSession, decode
 from ..streaming.window import CHUNK
@@ -35,11 +37,14 @@ def psnr(a, b):
     return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
-def compare_streams(base, test, image, frames, size, seed=0, settings=None):
+def compare_streams(base, test, image, frames, size, config=None, test_config=None):
     """Yield a ChunkGap per chunk of `frames` (uint8 (H, W, 3) at `size`; a trailing partial chunk
     is dropped) streamed through `base` and `test` (PersonaLiveModels) from the same reference
-    image and seed."""
-    sessions = [StreamingSession(m, encode_reference(m, image, size), seed, settings) for m in (base, test)]
+    image and seed (`config`'s; `test_config`, e.g. compiled, for the test side)."""
+    config = config or StreamConfig()
+    picture = prepare_reference(image, size)
+    sessions = [StreamingSession(m, encode_reference(m, picture), c)
+                for m, c in ((base, config), (test, test_config or config))]
     chunk, index = [], 0
     for frame in frames:
         chunk.append(frame)
@@ -73,32 +78,33 @@ def _mean(values):
     return math.inf if m == 0 else -10 * math.log10(m)
 
 
+DTYPES = ("fp32", "fp16", "bf16")
+
+
 def _side(spec, args):
     """'cpu:fp32' → PersonaLiveModels on that device and dtype, with that device's speed defaults."""
-    from argparse import Namespace
-    from .options import DTYPES, load_weights_source, pick_device, pick_dtype, resolve_speed_arguments
-    from ..models.speed import apply_speed_options
-    from ..errors import InputError
+    from .random_weights import random_models
+    from ..models.rewrites import apply_rewrites
+    from ..pipelines import placement
     device, _, dtype = spec.partition(":")
     if device not in ("cpu", "cuda") or dtype not in DTYPES:
         raise InputError(f"{spec!r}: expected DEVICE:DTYPE with DEVICE cpu or cuda and DTYPE one of "
                          f"{', '.join(DTYPES)} (e.g. cuda:fp16)")
-    device = pick_device(device)
-    dtype = pick_dtype(dtype, device)
-    fast = Namespace(channels_last=None, onednn_linear=None, reuse_memory=None, cudnn_benchmark=None)
-    resolve_speed_arguments(fast, device, dtype)  # this side's defaults; memory reuse before the load
-    models = load_weights_source(args, device, dtype)
-    return apply_speed_options(models, channels_last=fast.channels_last, onednn=fast.onednn_linear)
+    config = StreamConfig(size=args.size).replace(device=device, dtype=dtype)
+    if args.weights:
+        return load_models(args.weights, config)
+    where = placement(config)
+    models = random_models(args.random_weights).to(where.device, where.dtype)
+    apply_rewrites(models.modules().values(), where.speed)
+    return models
 
 
 def main(args, log):
     from PIL import Image
     from .bench import synthetic_frames
-    from .options import check_size
-    from ..errors import InputError
-    check_size(args.size)
     if args.chunks < 1:
         raise InputError(f"--chunks {args.chunks}: must be at least 1")
+    config = StreamConfig(size=args.size, seed=args.seed)  # checks the size and the seed
     test_spec = args.test or ("cuda:fp16" if torch.cuda.is_available() else "cpu:bf16")
     base, test = _side(args.base, args), _side(test_spec, args)
     image = Image.fromarray(next(synthetic_frames(1, args.size)))
@@ -107,7 +113,7 @@ def main(args, log):
     log(f"{args.chunks} chunks at {args.size}², {test_spec} against {args.base}")
     log("chunks      psnr mean  psnr min    max |Δ|")
     for gap in compare_streams(base, test, image, synthetic_frames(CHUNK * args.chunks, args.size),
-                               args.size, args.seed):
+                               args.size, config):
         gaps.append(gap)
         part.append(gap)
         if len(part) == window or len(gaps) == args.chunks:
@@ -122,9 +128,11 @@ def main(args, log):
 
 
 def add_parser(sub):
-    from .options import add_weights_source
     p = sub.add_parser("precision", help="one stream in two precisions/devices: PSNR per chunk and drift")
-    add_weights_source(p)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--weights", help="folder in the official layout")
+    src.add_argument("--random-weights", choices=["tiny", "full"], default="full",
+                     help="random weights built in memory (default: full, the published sizes)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--chunks", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -134,5 +142,5 @@ def add_parser(sub):
 
 
 def _log(msg):
-    from .options import log
-    log(msg)
+    import sys
+    print(msg, file=sys.stderr, flush=True)

@@ -33,10 +33,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..models import speed
-from ..streaming.session import Settings
-from .bench import compile_warmup, forced_keyframes, pick_decoder, run_bench, stage_table, synthetic_frames
-from .options import DTYPES, load_weights_source, pick_device, resolve_speed_arguments
+from ..config import SpeedOptions
+from ..models.rewrites import Fp8Linear, apply_rewrites, fp8_supported, to_channels_last
+from ..pipelines import load_models, placement
+from ..runtime import cudnn_benchmark, process_settings, sdpa_preference
+from ..streaming.compiled import compile_decoder, compile_label, compile_options
+from .bench import (compile_warmup, forced_keyframes, pick_decoder, run_bench, stage_table, synthetic_frames,
+                    synthetic_reference)
+from .random_weights import random_models
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 PRECISION = "precision"  # marks where in the order the precision run goes
 
@@ -93,7 +99,7 @@ def configurations(device):
 def unsupported(config, device):
     """Why `config` cannot run on `device` (None if it can)."""
     cuda = torch.device(device).type == "cuda"
-    if config.fp8 and not speed.fp8_supported(device):
+    if config.fp8 and not fp8_supported(device):
         return "fp8 matrix products need a CUDA GPU with compute capability 9.0+ (Hopper)"
     if not cuda and config.sdpa in ("efficient", "cudnn"):
         return f"the {config.sdpa} attention kernel exists on CUDA only"
@@ -116,9 +122,10 @@ class Models:
             self.drop()
             dtype = DTYPES[config.dtype]
             models = copy.deepcopy(self.master).to(self.device, dtype)
-            fast = speed.default_speed_options(self.device, dtype)
-            speed.apply_speed_options(models, channels_last=config.channels_last, onednn=fast["onednn_linear"],
-                                      fp8=config.fp8)
+            fast = SpeedOptions().resolve(torch.device(self.device).type, dtype)
+            rewrites = SpeedOptions(channels_last=config.channels_last, onednn_linear=fast.onednn_linear,
+                                    fp8_linear=config.fp8)
+            apply_rewrites(models.modules().values(), rewrites, fp8=[models.denoising_unet])
             self.key, self.models = config.weights_key, models
         return self.models
 
@@ -134,8 +141,8 @@ class Models:
 
 
 class Suite:
-    def __init__(self, args, log, device):
-        self.args, self.log, self.device = args, log, device
+    def __init__(self, args, config, log, device):
+        self.args, self.config, self.log, self.device = args, config, log, device
         self.t0 = time.perf_counter()
         self.results = []
         self.cold_compile_s = None
@@ -182,48 +189,44 @@ class Suite:
             args = Namespace(**{**vars(self.args), "vae": "taesd"})
             taesd, name = pick_decoder(args, models, self.log)
             if config.channels_last:
-                speed.to_channels_last(taesd)
+                to_channels_last(taesd)
             self.decoders = {key: (taesd, name)}  # one at a time
         return self.decoders[key]
+
+    def stream_config(self, config):
+        """The StreamConfig of one suite configuration."""
+        return self.config.replace(compile=config.compile, static_step=config.static_step, sdpa=config.sdpa,
+                                   cudnn_benchmark=config.cudnn_benchmark, channels_last=config.channels_last,
+                                   fp8_linear=config.fp8)
 
     def run_config(self, pool, config):
         models = pool.get(config)
         decoder, decoder_name = self.decoder(models, config)
         unet = models.denoising_unet
-        if config.compile:
-            speed.mark_compiled(unet)
-        elif hasattr(unet, "_speed_compiled"):
-            del unet._speed_compiled
-        net = getattr(decoder, "decoder", decoder)
-        if config.compile_decoder:
-            speed.compile_decoder(decoder)
+        stream = self.stream_config(config)
+        if config.compile_decoder:  # on a copy: the next configuration decodes uncompiled unless it asks
+            decoder = compile_decoder(copy.deepcopy(decoder), stream.speed)
         chunks = self.args.headline_chunks if config.headline else self.args.chunks
-        settings = Settings(static_step=config.static_step)
-        try:
-            with speed.sdpa_backend(config.sdpa), speed.cudnn_benchmark(config.cudnn_benchmark):
-                result = run_bench(models, self.args.size, chunks, self.args.warmup, settings, self.log, decoder,
-                                   keyframes=self.args.keyframes, overlap=config.overlap)
-                if config.compile and config.weights_key not in self.compiled_keys:
-                    self.compiled_keys.add(config.weights_key)
-                    if self.cold_compile_s is None:
-                        self.cold_compile_s = result["compile_ms"] / 1e3
-                        result["compile_warm_ms"] = self.warm_compile(models, decoder, settings)
-        finally:
-            net._compiled_call_impl = None  # the next configuration decodes uncompiled unless it asks
-        fp8_layers = sum(type(m) is speed.Fp8Linear for m in unet.modules())
+        with sdpa_preference(config.sdpa), cudnn_benchmark(config.cudnn_benchmark):
+            result = run_bench(models, stream, chunks, self.args.warmup, self.log, decoder,
+                               keyframes=self.args.keyframes, overlap=config.overlap)
+            if config.compile and config.weights_key not in self.compiled_keys:
+                self.compiled_keys.add(config.weights_key)
+                if self.cold_compile_s is None:
+                    self.cold_compile_s = result["compile_ms"] / 1e3
+                    result["compile_warm_ms"] = self.warm_compile(models, decoder, stream)
+        fp8_layers = sum(type(m) is Fp8Linear for m in unet.modules())
         return {**result, "chunks": chunks, "decoder": decoder_name, "fp8_layers": fp8_layers,
-                "compile": speed.compile_label(unet._speed_compiled) if config.compile else None}
+                "compile": compile_label(compile_options(self.device, stream.speed)) if config.compile else None}
 
-    def warm_compile(self, models, decoder, settings):
+    def warm_compile(self, models, decoder, stream):
         """Drop the compiled code and compile again: the compiler's caches are now warm."""
-        from PIL import Image
-        from ..streaming.reference import encode_reference
         torch._dynamo.reset()
-        size = self.args.size
-        reference = encode_reference(models, Image.fromarray(next(synthetic_frames(1, size))), size)
+        size = self.config.size
+        reference = synthetic_reference(models, size)
         frames = list(synthetic_frames(4 * 3, size))
-        settings = forced_keyframes(settings, self.args.keyframes or 0, self.args.warmup)
-        ms = compile_warmup(models, reference, settings, decoder, frames, self.log)
+        stream = forced_keyframes(stream, self.args.keyframes or 0, self.args.warmup)
+        ms = compile_warmup(models, reference, stream, decoder, frames, self.log)
         self.log(f"compiled again from the warm cache in {ms / 1e3:.1f} s")
         return round(ms, 1)
 
@@ -232,12 +235,12 @@ class Suite:
         from PIL import Image
         from .precision import compare_streams, summarize
         fast = pool.get(config)
-        speed.mark_compiled(fast.denoising_unet)
         base = pool.fresh(torch.float32)
-        size, chunks = self.args.size, self.args.precision_chunks
+        size, chunks = self.config.size, self.args.precision_chunks
         image = Image.fromarray(next(synthetic_frames(1, size)))
         try:
-            gaps = list(compare_streams(base, fast, image, synthetic_frames(4 * chunks, size), size))
+            gaps = list(compare_streams(base, fast, image, synthetic_frames(4 * chunks, size), size,
+                                        test_config=self.stream_config(config)))
         finally:
             del base
             gc.collect()
@@ -245,7 +248,9 @@ class Suite:
 
     def run(self):
         args, log = self.args, self.log
-        master = load_weights_source(args, "cpu", torch.float32)
+        master = (load_models(args.weights, self.config.replace(device="cpu", dtype="fp32", channels_last=False,
+                                                              onednn_linear=False))
+                  if args.weights else random_models(args.random_weights))
         log(f"weights loaded in {self.elapsed():.1f} s")
         pool = Models(master, self.device)
         fast = None
@@ -327,17 +332,20 @@ class Suite:
                           "stages_of": first and first["config"]}), flush=True)
 
 
-def main(args, log):
-    device = pick_device(args.device)
-    dtype = DTYPES["fp16"] if torch.device(device).type == "cuda" else torch.float32
-    resolve_speed_arguments(args, device, dtype)  # process settings (memory reuse on the CPU)
+def main(args, config, log):
+    """`bench --suite`: `config` holds the size and the options that every configuration starts from."""
+    where = placement(config)
+    device = where.device
     if args.keyframes is None:
         args.keyframes = 3
     if not args.compile_cache:
         args.compile_cache = tempfile.mkdtemp(prefix="personalive-compile-")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = args.compile_cache
     os.environ["TRITON_CACHE_DIR"] = os.path.join(args.compile_cache, "triton")
-    log(f"bench --suite on {device} at {args.size}², budget {args.budget_s:.0f} s, compiler cache "
-        f"{args.compile_cache}, backend {speed.BACKEND}")
-    Suite(args, log, device).run()
+    config = config.replace(device=device)
+    args.size = config.size
+    log(f"bench --suite on {device} at {config.size}², budget {args.budget_s:.0f} s, compiler cache "
+        f"{args.compile_cache}, backend {config.speed.compile_backend}")
+    with process_settings(where.speed.replace(cudnn_benchmark=False, sdpa="auto"), log):  # memory reuse on the CPU
+        Suite(args, config, log, device).run()
     return 0

@@ -6,7 +6,7 @@ ComfyUI's frontend shows a custom node's template `X.json` with the picture `X.j
 drawing of what the workflow does (portrait → video, keypoints, long strip, crop and paste back, webcam)
 with its title, drawn with Pillow's built-in font, so the output is the same on every machine:
 
-    python tools/make_thumbnails.py [--out workflows]
+    python scripts/dev/make_thumbnails.py [--out workflows]
 """
 import argparse
 import os
@@ -148,7 +148,7 @@ def card(template, picture):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows"))
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "workflows"))
     a = p.parse_args(argv)
     for name, graph in GRAPHS.items():
         path = os.path.join(a.out, graph["template"] + ".jpg")
