@@ -1,4 +1,7 @@
-"""Load PersonaLive Model: the six PersonaLive files from models/personalive/ → PERSONALIVE_MODEL."""
+"""Load PersonaLive Model: the six PersonaLive files from models/personalive/ → PERSONALIVE_MODEL; files it
+lacks are downloaded on first use (`download_missing`, nodes/downloads.py), and its Download models button
+(web/js/personalive_download.js) fetches the CLIP vision and VAE files too."""
+
 import hashlib
 import os
 
@@ -12,6 +15,7 @@ from comfy_api.latest import io
 from ..personalive_core import InputError, WeightsError
 from ..personalive_core.pipelines import PERSONALIVE_FILES, build_networks, personalive_files
 from .common import CATEGORY, MODEL_FOLDER, TOP_LEVEL, ModelInfo, PersonaLiveModel, PersonaLiveNetworks, weight_sets
+from .downloads import fetch_personalive
 from .options import config_inputs, node_config
 
 SOURCE = "huggingface.co/huaichang/PersonaLive (pretrained_weights/personalive/)"
@@ -22,22 +26,38 @@ def _subfolder(label):
     if label == TOP_LEVEL:
         return ""
     if label.startswith(TOP_LEVEL + "/"):
-        return label[len(TOP_LEVEL) + 1:]
+        return label[len(TOP_LEVEL) + 1 :]
     raise InputError(f"weights {label!r}: expected '{TOP_LEVEL}' or '{TOP_LEVEL}/<subfolder>'")
 
 
 def expected_files_message(label, missing, folders):
     names = ", ".join(f"{n}.pth" for n in PERSONALIVE_FILES)
-    return (f"PersonaLive weights {label!r}: missing {', '.join(missing)}. "
-            f"Searched: {'; '.join(folders) or '(no folder registered)'}. "
-            f"Put the six files of {SOURCE} — {names} (.safetensors twins are accepted too) — together in "
-            f"models/{MODEL_FOLDER}/ or one subfolder of it (extra_model_paths.yaml may add folders under the key "
-            f"'{MODEL_FOLDER}'). The image encoder (sd-image-variations-diffusers/image_encoder) goes to "
-            "models/clip_vision/ for 'Load CLIP Vision', the VAE (sd-vae-ft-mse) to models/vae/ for 'Load VAE'.")
+    fetch = (
+        "Turn on download_missing on this node, or press its Download models button, to fetch them from "
+        "Hugging Face (HF_ENDPOINT: a mirror; docs/DOWNLOAD.md); or put"
+        if label == TOP_LEVEL
+        else f"The download (download_missing, Download models) fills models/{MODEL_FOLDER}/ itself: choose "
+        f"'{TOP_LEVEL}', or put"
+    )
+    return (
+        f"PersonaLive weights {label!r}: missing {', '.join(missing)}. "
+        f"Searched: {'; '.join(folders) or '(no folder registered)'}. "
+        f"{fetch} the six files of {SOURCE} — {names} (.safetensors twins are accepted too) — together in "
+        f"models/{MODEL_FOLDER}/ or one subfolder of it (extra_model_paths.yaml may add folders under the key "
+        f"'{MODEL_FOLDER}'). The image encoder (sd-image-variations-diffusers/image_encoder) goes to "
+        "models/clip_vision/ for 'Load CLIP Vision', the VAE (sd-vae-ft-mse) to models/vae/ for 'Load VAE'."
+    )
 
 
-def resolve_files(label):
-    """component name → path; FileNotFoundError listing what is missing and where it was looked for."""
+DOWNLOAD_MISSING = True  # the optional input's default, also for workflows saved before it existed
+
+
+def resolve_files(label, download_missing=False):
+    """component name → path; FileNotFoundError listing what is missing and where it was looked for.
+    `download_missing`: first fetch what the personalive folders lack (label TOP_LEVEL only: the download
+    fills models/personalive/ itself)."""
+    if download_missing and label == TOP_LEVEL:
+        fetch_personalive()
     sub = _subfolder(label)
     folders = [os.path.join(root, sub) for root in folder_paths.get_folder_paths(MODEL_FOLDER)]
     files = {}
@@ -88,22 +108,45 @@ class PersonaLiveLoadModel(io.ComfyNode):
             display_name="Load PersonaLive Model",
             category=CATEGORY,
             description="Loads the six PersonaLive networks (denoising UNet + temporal module, reference UNet, "
-                        "pose guider, motion encoder, motion extractor) from models/personalive/. The image "
-                        "encoder and the VAE come from the core 'Load CLIP Vision' and 'Load VAE' nodes.",
+            "pose guider, motion encoder, motion extractor) from models/personalive/. The image "
+            "encoder and the VAE come from the core 'Load CLIP Vision' and 'Load VAE' nodes.",
             inputs=[
-                io.Combo.Input("weights", options=weight_sets(),
-                               tooltip="Folder holding denoising_unet, temporal_module, reference_unet, pose_guider, "
-                                       "motion_encoder and motion_extractor (.pth or .safetensors): "
-                                       f"'{TOP_LEVEL}' = models/{MODEL_FOLDER}/ itself, "
-                                       f"'{TOP_LEVEL}/<name>' = a subfolder."),
-                *config_inputs("dtype", notes={"dtype": "In ComfyUI auto is the host's choice for diffusion "
-                                                        "models on this device."}),
-                *config_inputs("compile", optional=("compile",),
-                               notes={"compile": "Weights moved or offloaded by ComfyUI are picked up (never frozen "
-                                                 "into the graph). Applies to every node using this model."}),
+                io.Combo.Input(
+                    "weights",
+                    options=weight_sets(),
+                    tooltip="Folder holding denoising_unet, temporal_module, reference_unet, pose_guider, "
+                    "motion_encoder and motion_extractor (.pth or .safetensors): "
+                    f"'{TOP_LEVEL}' = models/{MODEL_FOLDER}/ itself, "
+                    f"'{TOP_LEVEL}/<name>' = a subfolder.",
+                ),
+                *config_inputs(
+                    "dtype",
+                    notes={"dtype": "In ComfyUI auto is the host's choice for diffusion models on this device."},
+                ),
+                *config_inputs(
+                    "compile",
+                    optional=("compile",),
+                    notes={
+                        "compile": "Weights moved or offloaded by ComfyUI are picked up (never frozen "
+                        "into the graph). Applies to every node using this model."
+                    },
+                ),
+                io.Boolean.Input(
+                    "download_missing",
+                    default=DOWNLOAD_MISSING,
+                    optional=True,
+                    tooltip=f"On first use, download the PersonaLive files models/{MODEL_FOLDER}/ "
+                    "lacks from huggingface.co/huaichang/PersonaLive (about 10.5 GB; HF_ENDPOINT "
+                    "for a mirror, HF_TOKEN for a token), verified and resumable, with this "
+                    "node's progress bar. Off: a missing file stops with the list. The Download "
+                    "models button also fetches the CLIP vision and VAE files.",
+                ),
             ],
-            outputs=[PersonaLiveModel.Output(display_name="model",
-                                             tooltip="The PersonaLive networks, managed (loaded/offloaded) by ComfyUI.")],
+            outputs=[
+                PersonaLiveModel.Output(
+                    display_name="model", tooltip="The PersonaLive networks, managed (loaded/offloaded) by ComfyUI."
+                )
+            ],
         )
 
     @classmethod
@@ -117,12 +160,14 @@ class PersonaLiveLoadModel(io.ComfyNode):
         return f"{values}|" + _key(files, None)
 
     @classmethod
-    def execute(cls, weights, **options) -> io.NodeOutput:
+    def execute(cls, weights, download_missing=DOWNLOAD_MISSING, **options) -> io.NodeOutput:
         config = node_config(options)
-        files = resolve_files(weights)
+        files = resolve_files(weights, download_missing)
         device = mm.get_torch_device()
-        networks = load_personalive(files, pick_dtype(config.precision.dtype, device), weights, device,
-                                    config.speed.compile)
-        patcher = comfy.model_patcher.ModelPatcher(networks, load_device=device,
-                                                   offload_device=mm.unet_offload_device())
+        networks = load_personalive(
+            files, pick_dtype(config.precision.dtype, device), weights, device, config.speed.compile
+        )
+        patcher = comfy.model_patcher.ModelPatcher(
+            networks, load_device=device, offload_device=mm.unet_offload_device()
+        )
         return io.NodeOutput(patcher)

@@ -7,9 +7,9 @@ package and never imports torch. Every front end (CLI, ComfyUI route, loader nod
     plan(target, layout="official", components=None, revision=None) -> list[PlannedFile]
     missing(target, layout="official", components=None) -> list[PlannedFile]
     local_state(file, record=None) -> "verified" | "unverified" | "partial" | "missing"
-    download(target, layout="official", components=None, *, endpoint=None, token=None, revision=None,
-             progress=None, cancel=None, log=None, check=True, retries=3, timeout=30.0,
-             free_bytes=None) -> DownloadReport
+    download(target, layout="official", components=None, *, files=None, endpoint=None, token=None,
+             revision=None, progress=None, on_sizes=None, cancel=None, log=None, check=True, retries=3,
+             timeout=30.0, free_bytes=None) -> DownloadReport
     parse_components("personalive,vae") -> ("personalive", "vae")
     TextProgress()   # a `progress` callback drawing one bar per file on stderr
 
@@ -24,6 +24,7 @@ but not recorded (hashed against the hub's sha256); in the user's Hugging Face c
 (hard link, else copy); fetched into `<name>.part` (resumed with HTTP Range), verified (size, and sha256 for
 LFS files), then renamed. A half file never has its final name. Details and the manual route: docs/DOWNLOAD.md.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -86,8 +87,14 @@ class Source:
     revision: str = DEFAULT_REVISION
 
 
-PERSONALIVE_NAMES = ("denoising_unet", "reference_unet", "pose_guider", "motion_encoder", "motion_extractor",
-                     "temporal_module")
+PERSONALIVE_NAMES = (
+    "denoising_unet",
+    "reference_unet",
+    "pose_guider",
+    "motion_encoder",
+    "motion_extractor",
+    "temporal_module",
+)
 COMPONENTS = ("personalive", "image_encoder", "vae", "taesd", "base_unet")
 DEFAULT_COMPONENTS = ("personalive", "image_encoder", "vae")
 _PERSONALIVE = "huaichang/PersonaLive"
@@ -99,21 +106,53 @@ _TAESD = "madebyollin/taesd"
 # taesd: the optional fast preview decoder. base_unet (3.4 GB): only on request; the loader reads it only for
 # keys the PersonaLive files lack (published files cover every key, so renders never need it).
 SOURCES: tuple[Source, ...] = (
-    *(Source("personalive", _PERSONALIVE, f"pretrained_weights/personalive/{n}.pth", f"personalive/{n}.pth",
-             f"personalive/{n}.pth") for n in PERSONALIVE_NAMES),
-    Source("image_encoder", _SD_IV, "image_encoder/config.json",
-           "sd-image-variations-diffusers/image_encoder/config.json", None),
-    Source("image_encoder", _SD_IV, "image_encoder/model.safetensors",
-           "sd-image-variations-diffusers/image_encoder/model.safetensors",
-           "clip_vision/sd-image-variations-image-encoder.safetensors"),
+    *(
+        Source(
+            "personalive",
+            _PERSONALIVE,
+            f"pretrained_weights/personalive/{n}.pth",
+            f"personalive/{n}.pth",
+            f"personalive/{n}.pth",
+        )
+        for n in PERSONALIVE_NAMES
+    ),
+    Source(
+        "image_encoder",
+        _SD_IV,
+        "image_encoder/config.json",
+        "sd-image-variations-diffusers/image_encoder/config.json",
+        None,
+    ),
+    Source(
+        "image_encoder",
+        _SD_IV,
+        "image_encoder/model.safetensors",
+        "sd-image-variations-diffusers/image_encoder/model.safetensors",
+        "clip_vision/sd-image-variations-image-encoder.safetensors",
+    ),
     Source("vae", _VAE, "config.json", "sd-vae-ft-mse/config.json", None),
-    Source("vae", _VAE, "diffusion_pytorch_model.safetensors", "sd-vae-ft-mse/diffusion_pytorch_model.safetensors",
-           "vae/sd-vae-ft-mse.safetensors"),
-    Source("taesd", _TAESD, "taesd_decoder.safetensors", "taesd/taesd_decoder.safetensors",
-           "vae_approx/taesd_decoder.safetensors"),
+    Source(
+        "vae",
+        _VAE,
+        "diffusion_pytorch_model.safetensors",
+        "sd-vae-ft-mse/diffusion_pytorch_model.safetensors",
+        "vae/sd-vae-ft-mse.safetensors",
+    ),
+    Source(
+        "taesd",
+        _TAESD,
+        "taesd_decoder.safetensors",
+        "taesd/taesd_decoder.safetensors",
+        "vae_approx/taesd_decoder.safetensors",
+    ),
     Source("base_unet", _SD_IV, "unet/config.json", "sd-image-variations-diffusers/unet/config.json", None),
-    Source("base_unet", _SD_IV, "unet/diffusion_pytorch_model.safetensors",
-           "sd-image-variations-diffusers/unet/diffusion_pytorch_model.safetensors", None),
+    Source(
+        "base_unet",
+        _SD_IV,
+        "unet/diffusion_pytorch_model.safetensors",
+        "sd-image-variations-diffusers/unet/diffusion_pytorch_model.safetensors",
+        None,
+    ),
 )
 
 
@@ -149,23 +188,26 @@ def parse_components(value: str | Iterable[str] | None) -> tuple[str, ...]:
         return COMPONENTS
     unknown = [n for n in names if n not in COMPONENTS]
     if unknown or not names:
-        raise InputError(f"unknown component(s) {', '.join(map(repr, unknown)) or '(none given)'}: "
-                         f"choose from {', '.join(COMPONENTS)} (or 'all'), comma-separated")
+        raise InputError(
+            f"unknown component(s) {', '.join(map(repr, unknown)) or '(none given)'}: "
+            f"choose from {', '.join(COMPONENTS)} (or 'all'), comma-separated"
+        )
     return tuple(dict.fromkeys(names))
 
 
 def layout_root(target: str | os.PathLike[str], layout: str = "official") -> Path:
     """The folder the layout's paths (and the record) are relative to: DIR, or COMFYUI_DIR/models."""
     if layout not in LAYOUTS:
-        raise InputError(f"unknown layout {layout!r}: use 'official' (a weights folder) or 'comfyui' (a ComfyUI folder)")
+        raise InputError(
+            f"unknown layout {layout!r}: use 'official' (a weights folder) or 'comfyui' (a ComfyUI folder)"
+        )
     path = Path(target).expanduser()
     if path.exists() and not path.is_dir():
         raise InputError(f"{path} is a file: pass a folder")
     if layout == "official":
         return path
     if not (path / "models").is_dir():
-        raise InputError(f"{path} has no models/ folder: pass the ComfyUI folder (the one holding main.py and "
-                         "models/)")
+        raise InputError(f"{path} has no models/ folder: pass the ComfyUI folder (the one holding main.py and models/)")
     return path / "models"
 
 
@@ -179,8 +221,12 @@ def _revision_for(source: Source, revision: str | Mapping[str, str] | None) -> s
     return revision.strip()
 
 
-def plan(target: str | os.PathLike[str], layout: str = "official", components: str | Iterable[str] | None = None,
-         revision: str | Mapping[str, str] | None = None) -> list[PlannedFile]:
+def plan(
+    target: str | os.PathLike[str],
+    layout: str = "official",
+    components: str | Iterable[str] | None = None,
+    revision: str | Mapping[str, str] | None = None,
+) -> list[PlannedFile]:
     """The files of `components` for a target: an official-layout DIR, or a ComfyUI folder (`layout="comfyui"`).
 
     `revision`: one for every repository, or a mapping component/repository -> revision."""
@@ -190,8 +236,10 @@ def plan(target: str | os.PathLike[str], layout: str = "official", components: s
     for name in chosen:
         sources = [s for s in SOURCES if s.component == name]
         if layout == "comfyui" and all(s.comfyui is None for s in sources):
-            raise InputError(f"{name} has no place in the ComfyUI layout (the nodes never load it): fetch it into "
-                             "an official-layout folder instead")
+            raise InputError(
+                f"{name} has no place in the ComfyUI layout (the nodes never load it): fetch it into "
+                "an official-layout folder instead"
+            )
         for s in sources:
             rel = s.official if layout == "official" else s.comfyui
             if rel is not None:
@@ -199,8 +247,9 @@ def plan(target: str | os.PathLike[str], layout: str = "official", components: s
     return files
 
 
-def missing(target: str | os.PathLike[str], layout: str = "official",
-            components: str | Iterable[str] | None = None) -> list[PlannedFile]:
+def missing(
+    target: str | os.PathLike[str], layout: str = "official", components: str | Iterable[str] | None = None
+) -> list[PlannedFile]:
     """The files of the plan that have no final name yet (what a front end offers to download)."""
     return [f for f in plan(target, layout, components) if not f.dest.is_file()]
 
@@ -225,8 +274,10 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
     parts = urllib.parse.urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         where = "--endpoint" if endpoint else "HF_ENDPOINT"
-        raise InputError(f"{where} {value!r} is not an http(s) URL: use e.g. https://huggingface.co or a mirror "
-                         "such as https://hf-mirror.com")
+        raise InputError(
+            f"{where} {value!r} is not an http(s) URL: use e.g. https://huggingface.co or a mirror "
+            "such as https://hf-mirror.com"
+        )
     return value
 
 
@@ -325,9 +376,16 @@ class FileLock:
     flock where the OS has it (the kernel frees it when its process dies); elsewhere an exclusive-create lock
     file, taken over once its holder stopped refreshing it for `stale_s`. `cancel` is checked while waiting."""
 
-    def __init__(self, path: Path, *, cancel: Callable[[], bool] | None = None,
-                 on_wait: Callable[[], None] | None = None, use_flock: bool | None = None,
-                 poll_s: float = 0.05, stale_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        cancel: Callable[[], bool] | None = None,
+        on_wait: Callable[[], None] | None = None,
+        use_flock: bool | None = None,
+        poll_s: float = 0.05,
+        stale_s: float = 60.0,
+    ) -> None:
         self.path = path
         self.cancel = cancel
         self.on_wait = on_wait
@@ -450,8 +508,15 @@ class _NetFailure(Exception):
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
-                         headers: email.message.Message, newurl: str) -> urllib.request.Request | None:
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: email.message.Message,
+        newurl: str,
+    ) -> urllib.request.Request | None:
         return None  # the 3xx comes back to _Client.open as an answer
 
 
@@ -506,8 +571,13 @@ class _Client:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def open(self, method: str, url: str, extra: Mapping[str, str] | None = None,
-             follow: Callable[[_Reply], bool] = lambda reply: True) -> _Reply:
+    def open(
+        self,
+        method: str,
+        url: str,
+        extra: Mapping[str, str] | None = None,
+        follow: Callable[[_Reply], bool] = lambda reply: True,
+    ) -> _Reply:
         for _ in range(MAX_REDIRECTS + 1):
             reply = _send(method, url, self.headers(url, extra or {}), self.timeout)
             location = reply.header("Location")
@@ -559,8 +629,10 @@ class Remote:
 def _env_line(endpoint: str, token: str | None) -> str:
     where = "HF_ENDPOINT" if os.environ.get("HF_ENDPOINT") else "default; HF_ENDPOINT not set"
     sent = "a token was sent" if token else "no token (HF_TOKEN not set)"
-    return (f"  endpoint: {endpoint} ({where}; set HF_ENDPOINT for a mirror, e.g. https://hf-mirror.com); "
-            f"{sent}; HF_TOKEN gives access to gated or private files")
+    return (
+        f"  endpoint: {endpoint} ({where}; set HF_ENDPOINT for a mirror, e.g. https://hf-mirror.com); "
+        f"{sent}; HF_TOKEN gives access to gated or private files"
+    )
 
 
 def _manual_line(url: str, dest: Path) -> str:
@@ -569,10 +641,9 @@ def _manual_line(url: str, dest: Path) -> str:
 
 _STATUS_HINTS = {
     401: "the server wants a valid token: set HF_TOKEN to a read token (https://huggingface.co/settings/tokens)",
-    403: "access refused: a gated or private repository needs HF_TOKEN with access, and its terms accepted on "
-         "its page",
+    403: "access refused: a gated or private repository needs HF_TOKEN with access, and its terms accepted on its page",
     404: "no such file at this revision here: check the revision, and that the mirror in HF_ENDPOINT carries "
-         "this repository",
+    "this repository",
     429: "rate-limited: wait a little and run again (a token in HF_TOKEN raises the limit)",
 }
 
@@ -581,23 +652,36 @@ def _status_error(file: PlannedFile, reply: _Reply, endpoint: str, token: str | 
     reason = http.client.responses.get(reply.status, "")
     hint = _STATUS_HINTS.get(reply.status) or (
         "the server failed: run again later (finished files are kept, a partial one resumes), or use a mirror "
-        "(HF_ENDPOINT)" if reply.status >= 500 else "unexpected answer")
+        "(HF_ENDPOINT)"
+        if reply.status >= 500
+        else "unexpected answer"
+    )
     detail = " ".join(v for v in (reply.header("X-Error-Code"), reply.header("X-Error-Message")) if v)
-    lines = [f"{file.rel}: {file.source.repo}/{file.source.path} at revision {file.revision}: "
-             f"HTTP status {reply.status} {reason}" + (f" ({detail})" if detail else ""),
-             f"  URL: {reply.url}" + ("" if reply.url == file.url(endpoint) else f" (from {file.url(endpoint)})"),
-             f"  {hint}", _env_line(endpoint, token), _manual_line(file.url(endpoint), file.dest)]
+    lines = [
+        f"{file.rel}: {file.source.repo}/{file.source.path} at revision {file.revision}: "
+        f"HTTP status {reply.status} {reason}" + (f" ({detail})" if detail else ""),
+        f"  URL: {reply.url}" + ("" if reply.url == file.url(endpoint) else f" (from {file.url(endpoint)})"),
+        f"  {hint}",
+        _env_line(endpoint, token),
+        _manual_line(file.url(endpoint), file.dest),
+    ]
     return DownloadError("\n".join(lines), url=reply.url, status=reply.status)
 
 
-def _network_error(file: PlannedFile, failure: _NetFailure, endpoint: str, token: str | None,
-                   kept: int = 0) -> NetworkError:
+def _network_error(
+    file: PlannedFile, failure: _NetFailure, endpoint: str, token: str | None, kept: int = 0
+) -> NetworkError:
     host = urllib.parse.urlsplit(failure.url).netloc
-    lines = [f"{file.rel}: {file.source.repo}/{file.source.path}: no answer from {host} ({failure.cause})",
-             f"  URL: {failure.url}",
-             ("  HTTP status: none (no network, DNS failure, timeout, a firewall or proxy, or the server is down): "
-              "check the connection, or set HF_ENDPOINT to a reachable mirror"),
-             _env_line(endpoint, token), _manual_line(file.url(endpoint), file.dest)]
+    lines = [
+        f"{file.rel}: {file.source.repo}/{file.source.path}: no answer from {host} ({failure.cause})",
+        f"  URL: {failure.url}",
+        (
+            "  HTTP status: none (no network, DNS failure, timeout, a firewall or proxy, or the server is down): "
+            "check the connection, or set HF_ENDPOINT to a reachable mirror"
+        ),
+        _env_line(endpoint, token),
+        _manual_line(file.url(endpoint), file.dest),
+    ]
     if kept:
         lines.insert(2, f"  {_human(kept)} kept in {file.part}: run again to resume")
     return NetworkError("\n".join(lines), url=failure.url)
@@ -640,11 +724,15 @@ def check_free_space(needs: Mapping[Path, int], free_bytes: Callable[[Path], int
     for anchor, need in drives.values():
         free = (free_bytes or disk_free)(anchor)
         if need > free:
-            problems.append(f"{_human(need)} to write on the drive of {anchor}, {_human(free)} free: "
-                            f"{_human(need - free)} missing")
+            problems.append(
+                f"{_human(need)} to write on the drive of {anchor}, {_human(free)} free: {_human(need - free)} missing"
+            )
     if problems:
-        raise DownloadError("not enough free disk space: " + "; ".join(problems)
-                            + ". Free that much space or download into another folder; nothing was transferred.")
+        raise DownloadError(
+            "not enough free disk space: "
+            + "; ".join(problems)
+            + ". Free that much space or download into another folder; nothing was transferred."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -668,9 +756,12 @@ class DownloadReport:
         return not self.failed
 
     def summary(self) -> str:
-        counts = [f"{len(self.fetched)} fetched ({_human(self.bytes_transferred)})",
-                  f"{len(self.reused)} from the Hugging Face cache", f"{len(self.present)} already present",
-                  f"{len(self.failed)} failed"]
+        counts = [
+            f"{len(self.fetched)} fetched ({_human(self.bytes_transferred)})",
+            f"{len(self.reused)} from the Hugging Face cache",
+            f"{len(self.present)} already present",
+            f"{len(self.failed)} failed",
+        ]
         return f"{self.root}: " + ", ".join(counts)
 
 
@@ -726,12 +817,21 @@ def _now() -> str:
 class _Run:
     """One download(): the client, the callbacks and the per-file steps."""
 
-    def __init__(self, endpoint: str, token: str | None, progress: Progress | None, cancel: Cancel | None,
-                 log: Log | None, retries: int, timeout: float) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        token: str | None,
+        progress: Progress | None,
+        cancel: Cancel | None,
+        log: Log | None,
+        retries: int,
+        timeout: float,
+    ) -> None:
         self.client = _Client(endpoint, token, timeout)
         self.progress = progress or (lambda file, done, total: None)
-        self.cancelled: Callable[[], bool] = (cancel.is_set if isinstance(cancel, threading.Event)
-                                              else cancel or (lambda: False))
+        self.cancelled: Callable[[], bool] = (
+            cancel.is_set if isinstance(cancel, threading.Event) else cancel or (lambda: False)
+        )
         self.log = log or (lambda message: None)
         self.retries = max(0, retries)
         self.transferred = 0
@@ -760,8 +860,13 @@ class _Run:
         size = _int(reply.header("X-Linked-Size"))
         if size is None and reply.status < 300:
             size = _int(reply.header("Content-Length"))
-        return Remote(url, size, linked.lower() if linked and _is_sha256(linked) else None,
-                      linked or _etag(reply.header("ETag")), reply.header("X-Repo-Commit"))
+        return Remote(
+            url,
+            size,
+            linked.lower() if linked and _is_sha256(linked) else None,
+            linked or _etag(reply.header("ETag")),
+            reply.header("X-Repo-Commit"),
+        )
 
     # -- the Hugging Face cache -----------------------------------------------------------------------------
     def cache_candidates(self, file: PlannedFile, remote: Remote) -> list[Path]:
@@ -833,10 +938,10 @@ class _Run:
             except _NetFailure as failure:
                 attempt += 1
                 if not failure.transient or attempt > self.retries:
-                    raise _network_error(file, failure, self.client.endpoint, self.client.token,
-                                         partial.size) from None
-                self.log(f"{file.rel}: {failure.cause}; resuming at {_human(partial.size)} "
-                         f"(try {attempt} of {self.retries})")
+                    raise _network_error(file, failure, self.client.endpoint, self.client.token, partial.size) from None
+                self.log(
+                    f"{file.rel}: {failure.cause}; resuming at {_human(partial.size)} (try {attempt} of {self.retries})"
+                )
                 time.sleep(RETRY_WAIT_S * attempt)
         sha = self.verify(file, remote, partial)
         os.replace(file.part, file.dest)
@@ -848,8 +953,12 @@ class _Run:
         extra = {"Range": f"bytes={partial.size}-"} if partial.size else {}
         reply = self.client.open("GET", remote.url, extra)
         with contextlib.closing(reply):
-            if partial.size and (reply.status == 416 or (  # the range is past its file, or not what we asked
-                    reply.status == 206 and _content_range_start(reply.header("Content-Range")) != partial.size)):
+            if partial.size and (
+                reply.status == 416
+                or (  # the range is past its file, or not what we asked
+                    reply.status == 206 and _content_range_start(reply.header("Content-Range")) != partial.size
+                )
+            ):
                 self.log(f"{file.rel}: the server cannot resume the partial file; starting over")
                 partial.restart()
                 return "restart"
@@ -858,8 +967,9 @@ class _Run:
                 partial.restart()
             elif reply.status not in (200, 206):
                 raise _status_error(file, reply, self.client.endpoint, self.client.token)
-            total = remote.size if remote.size is not None else partial.size + (
-                _int(reply.header("Content-Length")) or 0)
+            total = (
+                remote.size if remote.size is not None else partial.size + (_int(reply.header("Content-Length")) or 0)
+            )
             file.part.parent.mkdir(parents=True, exist_ok=True)
             with file.part.open("ab") as out:
                 while True:
@@ -888,7 +998,9 @@ class _Run:
             raise DownloadError(
                 f"{file.rel}: {file.source.repo}/{file.source.path} from {remote.url} failed verification "
                 f"({'; '.join(problems)}); the partial file {partial.path} was deleted. Run again to fetch it anew; "
-                f"if it fails again, the mirror (HF_ENDPOINT) or a proxy alters the file: see {DOCS}.", url=remote.url)
+                f"if it fails again, the mirror (HF_ENDPOINT) or a proxy alters the file: see {DOCS}.",
+                url=remote.url,
+            )
         with partial.path.open("rb+") as f:  # on disk before it gets its final name
             os.fsync(f.fileno())
         return sha
@@ -910,37 +1022,65 @@ class _Run:
     def obtain(self, file: PlannedFile, remote: Remote, record: Record) -> str:
         """'present', 'reused' or 'fetched' (the DownloadReport list it goes to)."""
         file.dest.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(file.dest.with_name(file.dest.name + LOCK_SUFFIX), cancel=self.cancelled,
-                        on_wait=lambda: self.log(f"{file.rel}: another download of it is running; waiting"))
+        lock = FileLock(
+            file.dest.with_name(file.dest.name + LOCK_SUFFIX),
+            cancel=self.cancelled,
+            on_wait=lambda: self.log(f"{file.rel}: another download of it is running; waiting"),
+        )
         with lock:
             record.reload()
             if record.verified(file):  # another process finished it while we waited
                 return "present"
-            entry = {"repo": file.source.repo, "revision": file.revision, "commit": remote.commit,
-                     "file": file.source.path, "url": remote.url, "etag": remote.etag,
-                     "lfs": remote.sha256 is not None}
+            entry = {
+                "repo": file.source.repo,
+                "revision": file.revision,
+                "commit": remote.commit,
+                "file": file.source.path,
+                "url": remote.url,
+                "etag": remote.etag,
+                "lfs": remote.sha256 is not None,
+            }
             if file.dest.is_file():
                 sha = self.existing_sha(file, remote, record)
                 if sha is not None:
-                    record.add(file, {**entry, "sha256": sha, "size": file.dest.stat().st_size,
-                                      "source": "existing", "time": _now()})
+                    record.add(
+                        file,
+                        {
+                            **entry,
+                            "sha256": sha,
+                            "size": file.dest.stat().st_size,
+                            "source": "existing",
+                            "time": _now(),
+                        },
+                    )
                     return "present"
                 if record.entry(file) is None:  # not ours: never overwrite a user's file
                     raise DownloadError(
                         f"{file.rel}: {file.dest} exists but is not {file.source.repo}/{file.source.path} at revision "
                         f"{file.revision} (expected {remote.size} bytes, sha256 {remote.sha256 or 'not given'}); "
-                        "it was left untouched: move or delete it to fetch the hub's file.", url=remote.url)
+                        "it was left untouched: move or delete it to fetch the hub's file.",
+                        url=remote.url,
+                    )
                 self.log(f"{file.rel}: the hub has another version at {file.revision}; replacing it")
             cached = self.cache_match(file, remote)
             if cached is not None:
                 how = self.take_from_cache(file, cached, remote)
                 self.log(f"{file.rel}: taken from the Hugging Face cache ({how} of {cached})")
-                record.add(file, {**entry, "sha256": remote.sha256 or _hash_file(file.dest)[1].hexdigest(),
-                                  "size": file.dest.stat().st_size, "source": "hf-cache", "time": _now()})
+                record.add(
+                    file,
+                    {
+                        **entry,
+                        "sha256": remote.sha256 or _hash_file(file.dest)[1].hexdigest(),
+                        "size": file.dest.stat().st_size,
+                        "source": "hf-cache",
+                        "time": _now(),
+                    },
+                )
                 return "reused"
             sha = self.fetch(file, remote, lock)
-            record.add(file, {**entry, "sha256": sha, "size": file.dest.stat().st_size, "source": "hub",
-                              "time": _now()})
+            record.add(
+                file, {**entry, "sha256": sha, "size": file.dest.stat().st_size, "source": "hub", "time": _now()}
+            )
             return "fetched"
 
     def space_needed(self, remotes: Mapping[PlannedFile, Remote]) -> dict[Path, int]:
@@ -961,51 +1101,84 @@ class _Run:
         return needs
 
 
-def download(target: str | os.PathLike[str], layout: str = "official",
-             components: str | Iterable[str] | None = None, *, endpoint: str | None = None,
-             token: str | None = None, revision: str | Mapping[str, str] | None = None,
-             progress: Progress | None = None, cancel: Cancel | None = None, log: Log | None = None,
-             check: bool = True, retries: int = 3, timeout: float = 30.0,
-             free_bytes: Callable[[Path], int] | None = None) -> DownloadReport:
+def download(
+    target: str | os.PathLike[str],
+    layout: str = "official",
+    components: str | Iterable[str] | None = None,
+    *,
+    files: Iterable[str] | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    revision: str | Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    on_sizes: Callable[[dict[str, int | None]], None] | None = None,
+    cancel: Cancel | None = None,
+    log: Log | None = None,
+    check: bool = True,
+    retries: int = 3,
+    timeout: float = 30.0,
+    free_bytes: Callable[[Path], int] | None = None,
+) -> DownloadReport:
     """Fetch what `target` lacks of `components` (default: personalive, image_encoder, vae) and verify it.
 
     target/layout: an official-layout DIR (`render --weights DIR`), or a ComfyUI folder with layout="comfyui".
+    files: only these local names of the plan (`PlannedFile.rel`), e.g. what a front end found missing.
     endpoint/token: None reads HF_ENDPOINT / HF_TOKEN (then HUGGING_FACE_HUB_TOKEN, then $HF_HOME/token).
     revision: one for all repositories, or {component or repo: revision}; None: the table's ("main").
     progress(file, done_bytes, total_bytes): per file (total 0 when unknown); it may raise to stop (the .part
-    is kept). cancel: a threading.Event or a callable, checked between reads; when set, DownloadCancelled is
-    raised and partial files are kept for resuming. log(message): what happens, one line each.
+    is kept); every file given to on_sizes reaches done == total (also one found already there).
+    on_sizes({file: bytes or None}): once, before any transfer, the hub's size of each file still to obtain
+    (None where unknown; files already recorded are left out), for an overall progress.
+    cancel: a threading.Event or a callable, checked between reads; when set, DownloadCancelled is raised and
+    partial files are kept for resuming. log(message): what happens, one line each.
     check: raise DownloadFailed (a DownloadError, with `.report`) when a file failed; else return the report.
     retries: resumes of a broken transfer. free_bytes(folder): free space, for tests and quota-aware callers.
     Raises InputError for bad arguments, DownloadError when the disk lacks room (before any transfer)."""
-    files = plan(target, layout, components, revision)
+    planned = _only(plan(target, layout, components, revision), files)
     root = layout_root(target, layout)
     run = _Run(resolve_endpoint(endpoint), resolve_token(token), progress, cancel, log, retries, timeout)
     report = DownloadReport(root)
     record = Record(root)
     todo = []
-    for f in files:
+    for f in planned:
         if record.verified(f):
             report.present.append(f.rel)
         else:
             todo.append(f)
     if todo and _offline():
-        raise DownloadError(f"HF_HUB_OFFLINE is set, and {len(todo)} file(s) are missing or not verified in {root}: "
-                            f"{', '.join(f.rel for f in todo)}. Unset HF_HUB_OFFLINE, or copy them by hand ({DOCS}).")
+        raise DownloadError(
+            f"HF_HUB_OFFLINE is set, and {len(todo)} file(s) are missing or not verified in {root}: "
+            f"{', '.join(f.rel for f in todo)}. Unset HF_HUB_OFFLINE, or copy them by hand ({DOCS})."
+        )
     try:
         remotes = _look_up(run, todo, report)
+        if on_sizes is not None:
+            on_sizes({f.rel: r.size for f, r in remotes.items()})
         if remotes:
             check_free_space(run.space_needed(remotes), free_bytes)
         _obtain_all(run, remotes, record, report)
     except DownloadCancelled as e:
         report.bytes_transferred = run.transferred
-        _note_partials(files, report)
+        _note_partials(planned, report)
         e.report = report
         raise
-    _note_partials(files, report)
+    _note_partials(planned, report)
     if check and report.failed:
-        raise DownloadFailed(report, len(files))
+        raise DownloadFailed(report, len(planned))
     return report
+
+
+def _only(files: list[PlannedFile], names: Iterable[str] | None) -> list[PlannedFile]:
+    if names is None:
+        return files
+    wanted = set(names)
+    unknown = wanted - {f.rel for f in files}
+    if unknown:
+        raise InputError(
+            f"not in the plan of these components: {', '.join(sorted(unknown))}; choose from "
+            f"{', '.join(f.rel for f in files)}"
+        )
+    return [f for f in files if f.rel in wanted]
 
 
 def _look_up(run: _Run, files: list[PlannedFile], report: DownloadReport) -> dict[PlannedFile, Remote]:
@@ -1016,7 +1189,7 @@ def _look_up(run: _Run, files: list[PlannedFile], report: DownloadReport) -> dic
             remotes[f] = run.head(f)
         except NetworkError as e:  # the same for every other file: do not wait for each to time out
             report.failed[f.rel] = str(e)
-            _skip_rest(files[i + 1:], report)
+            _skip_rest(files[i + 1 :], report)
             break
         except DownloadError as e:
             report.failed[f.rel] = str(e)
@@ -1032,14 +1205,19 @@ def _obtain_all(run: _Run, remotes: Mapping[PlannedFile, Remote], record: Record
             raise
         except NetworkError as e:
             report.failed[f.rel] = str(e)
-            _skip_rest([g for g, _ in items[i + 1:]], report)
+            _skip_rest([g for g, _ in items[i + 1 :]], report)
             break
         except DownloadError as e:
             report.failed[f.rel] = str(e)
         except OSError as e:  # the network's errors are NetworkErrors by now: this is the local disk
-            report.failed[f.rel] = (f"{f.rel}: cannot write {f.dest}: {e}. Check the folder's permissions and free "
-                                    "space; finished files are kept.")
+            report.failed[f.rel] = (
+                f"{f.rel}: cannot write {f.dest}: {e}. Check the folder's permissions and free "
+                "space; finished files are kept."
+            )
         else:
+            if outcome == "present":  # verified without a transfer: complete for a progress display too
+                size = f.dest.stat().st_size
+                run.progress(f.rel, size, size)
             getattr(report, outcome).append(f.rel)
     report.bytes_transferred = run.transferred
 
@@ -1065,8 +1243,9 @@ class TextProgress:
     On a terminal the bar is redrawn in place at most every `interval_s`; elsewhere (logs, CI) one line per
     file every `log_interval_s` and when it completes."""
 
-    def __init__(self, stream: TextIO | None = None, width: int = 24, interval_s: float = 0.1,
-                 log_interval_s: float = 10.0) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, width: int = 24, interval_s: float = 0.1, log_interval_s: float = 10.0
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -1109,8 +1288,11 @@ class TextProgress:
             frac = min(1.0, done / total)
             filled = int(frac * self.width)
             eta = (total - done) / rate if rate > 0 else None
-            eta_text = "--:--" if eta is None else time.strftime("%H:%M:%S" if eta >= 3600 else "%M:%S",
-                                                                 time.gmtime(eta))
-            return (f"{name:<40} {frac * 100:5.1f}% [{'#' * filled}{'.' * (self.width - filled)}] "
-                    f"{_human(done)}/{_human(total)} {_human(rate)}/s ETA {eta_text}")
+            eta_text = (
+                "--:--" if eta is None else time.strftime("%H:%M:%S" if eta >= 3600 else "%M:%S", time.gmtime(eta))
+            )
+            return (
+                f"{name:<40} {frac * 100:5.1f}% [{'#' * filled}{'.' * (self.width - filled)}] "
+                f"{_human(done)}/{_human(total)} {_human(rate)}/s ETA {eta_text}"
+            )
         return f"{name:<40} {_human(done)} {_human(rate)}/s"

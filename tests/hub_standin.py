@@ -10,8 +10,11 @@ CDN: HEAD/GET /{sha256}?sig=... with Range; 400 for any request carrying Authori
 Faults: `cut_once[key] = offset` ends the next transfer of that file after byte `offset` (once);
 `corrupt` serves its files with one byte flipped; `chunk_delay` slows every body (concurrency tests).
 Keys are "org/name/path". `log` holds every request (server, method, path, Range, Authorization present).
-Files are served from `root/org/name/path`, a folder laid out like the hub's repositories.
+Files are served from `root/org/name/path`, a folder laid out like the hub's repositories, streamed from disk
+(ComfyUI's own loaders need the full-size image encoder and VAE: about 0.9 GB); their hashes are computed once
+per file version.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +22,10 @@ import re
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 LFS_SUFFIXES = (".pth", ".bin", ".safetensors", ".ckpt")
 
@@ -36,16 +40,19 @@ class Hit:
     status: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Blob:
     key: str
-    data: bytes
-    sha256: str = field(init=False)
-    git_sha1: str = field(init=False)
+    path: Path
+    size: int
+    sha256: str
 
-    def __post_init__(self) -> None:
-        self.sha256 = hashlib.sha256(self.data).hexdigest()
-        self.git_sha1 = hashlib.sha1(b"blob %d\0" % len(self.data) + self.data).hexdigest()
+
+def _hash(path: Path, digest: Any) -> str:  # a hashlib object
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class _Quiet(ThreadingHTTPServer):
@@ -56,8 +63,9 @@ class _Quiet(ThreadingHTTPServer):
 
 
 class HubStandIn:
-    def __init__(self, root: str | Path, *, token: str | None = None, chunk_delay: float = 0.0,
-                 cdn_host: str = "localhost") -> None:
+    def __init__(
+        self, root: str | Path, *, token: str | None = None, chunk_delay: float = 0.0, cdn_host: str = "localhost"
+    ) -> None:
         self.root = Path(root)
         self.token = token
         self.chunk_delay = chunk_delay
@@ -70,7 +78,7 @@ class HubStandIn:
         self._hub = _Quiet(("127.0.0.1", 0), self._handler("hub"))
         self._cdn = _Quiet((cdn_host, 0), self._handler("cdn"))
         self._threads: list[threading.Thread] = []
-        self._shas: dict[Path, tuple[tuple[int, int], str]] = {}
+        self._shas: dict[Path, tuple[tuple[int, int], str]] = {}  # path -> ((mtime, size), sha256)
 
     # -- life ---------------------------------------------------------------------------------------------
     @property
@@ -102,7 +110,17 @@ class HubStandIn:
 
     def blob(self, key: str) -> _Blob | None:
         path = self.root / key
-        return _Blob(key, path.read_bytes()) if path.is_file() else None
+        return _Blob(key, path, path.stat().st_size, self._sha256(path)) if path.is_file() else None
+
+    def _sha256(self, path: Path) -> str:
+        st = path.stat()
+        with self._lock:
+            known = self._shas.get(path)
+        if known is None or known[0] != (st.st_mtime_ns, st.st_size):
+            known = ((st.st_mtime_ns, st.st_size), _hash(path, hashlib.sha256()))
+            with self._lock:
+                self._shas[path] = known
+        return known[1]
 
     def hits(self, server: str | None = None, method: str | None = None, key: str | None = None) -> list[Hit]:
         """Requests, filtered; `key` ("org/name/path") matches the hub's requests of that file and the CDN's
@@ -113,8 +131,11 @@ class HubStandIn:
             org, name, path = key.split("/", 2)
             blob = self.blob(key)
             cdn_path = f"/{blob.sha256}" if blob else None
-            log = [h for h in log if h.path == cdn_path
-                   or (h.path.startswith(f"/{org}/{name}/resolve/") and h.path.endswith("/" + path))]
+            log = [
+                h
+                for h in log
+                if h.path == cdn_path or (h.path.startswith(f"/{org}/{name}/resolve/") and h.path.endswith("/" + path))
+            ]
         return [h for h in log if (server is None or h.server == server) and (method is None or h.method == method)]
 
     def clear_log(self) -> None:
@@ -124,16 +145,8 @@ class HubStandIn:
     # -- serving ------------------------------------------------------------------------------------------
     def _find_sha(self, sha: str) -> _Blob | None:
         for path in self.root.rglob("*"):
-            if path.is_file() and path.suffix in LFS_SUFFIXES:
-                st = path.stat()
-                with self._lock:
-                    known = self._shas.get(path)
-                if known is None or known[0] != (st.st_mtime_ns, st.st_size):
-                    known = ((st.st_mtime_ns, st.st_size), hashlib.sha256(path.read_bytes()).hexdigest())
-                    with self._lock:
-                        self._shas[path] = known
-                if known[1] == sha:
-                    return self.blob(path.relative_to(self.root).as_posix())
+            if path.is_file() and path.suffix in LFS_SUFFIXES and self._sha256(path) == sha:
+                return self.blob(path.relative_to(self.root).as_posix())
         return None
 
     def _handler(self, server: str) -> type[BaseHTTPRequestHandler]:
@@ -160,8 +173,7 @@ class HubStandIn:
     def _hit(self, h: BaseHTTPRequestHandler, server: str, status: int) -> None:
         path = urllib.parse.unquote(urllib.parse.urlsplit(h.path).path)
         with self._lock:
-            self.log.append(Hit(server, h.command, path, h.headers.get("Range"), "Authorization" in h.headers,
-                                status))
+            self.log.append(Hit(server, h.command, path, h.headers.get("Range"), "Authorization" in h.headers, status))
 
     def _error(self, h: BaseHTTPRequestHandler, server: str, status: int, code: str, message: str) -> None:
         self._hit(h, server, status)
@@ -196,14 +208,20 @@ class HubStandIn:
             body = f"Found. Redirecting to {location}".encode()
             self._hit(h, "hub", 302)
             h.send_response(302)
-            for name, value in {**common, "Location": location, "X-Linked-Etag": f'"{blob.sha256}"',
-                                "X-Linked-Size": str(len(blob.data)), "Content-Length": str(len(body))}.items():
+            for name, value in {
+                **common,
+                "Location": location,
+                "X-Linked-Etag": f'"{blob.sha256}"',
+                "X-Linked-Size": str(blob.size),
+                "Content-Length": str(len(body)),
+            }.items():
                 h.send_header(name, value)
             h.end_headers()
             if h.command == "GET":
                 h.wfile.write(body)
             return None
-        self._send(h, "hub", blob, {**common, "ETag": f'"{blob.git_sha1}"'})
+        git_sha1 = _hash(blob.path, hashlib.sha1(b"blob %d\0" % blob.size))  # small files only
+        self._send(h, "hub", blob, {**common, "ETag": f'"{git_sha1}"'})
         return None
 
     def _cdn_request(self, h: BaseHTTPRequestHandler) -> None:
@@ -215,11 +233,12 @@ class HubStandIn:
         blob = self._find_sha(url.path.lstrip("/"))
         if blob is None:
             return self._error(h, "cdn", 404, "NoSuchKey", "no such object")
-        self._send(h, "cdn", blob, {"ETag": f'"{hashlib.md5(blob.data).hexdigest()}"'})  # S3: an md5, not sha256
+        # S3 answers an md5 here, never the sha256: an md5-shaped tag that is not it (no second pass over the file)
+        self._send(h, "cdn", blob, {"ETag": f'"{hashlib.md5(blob.sha256.encode()).hexdigest()}"'})
         return None
 
     def _send(self, h: BaseHTTPRequestHandler, server: str, blob: _Blob, headers: dict[str, str]) -> None:
-        size, start, end, status = len(blob.data), 0, len(blob.data) - 1, 200
+        size, start, end, status = blob.size, 0, blob.size - 1, 200
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", (h.headers.get("Range") or "").strip())
         if m:
             start = int(m[1])
@@ -243,17 +262,20 @@ class HubStandIn:
         h.end_headers()
         if h.command == "HEAD":
             return
-        data = bytearray(blob.data)
-        if blob.key in self.corrupt:
-            data[size // 2] ^= 0xFF
+        flip = size // 2 if blob.key in self.corrupt else None
         with self._lock:
             cut = self.cut_once.pop(blob.key, None) if blob.key in self.cut_once and h.command == "GET" else None
         stop = end + 1 if cut is None or not start < cut <= end else cut
         try:
-            for offset in range(start, stop, 1 << 16):
-                h.wfile.write(data[offset:min(offset + (1 << 16), stop)])
-                if self.chunk_delay:
-                    time.sleep(self.chunk_delay)
+            with blob.path.open("rb") as f:
+                f.seek(start)
+                for offset in range(start, stop, 1 << 16):
+                    data = bytearray(f.read(min(1 << 16, stop - offset)))
+                    if flip is not None and offset <= flip < offset + len(data):
+                        data[flip - offset] ^= 0xFF
+                    h.wfile.write(data)
+                    if self.chunk_delay:
+                        time.sleep(self.chunk_delay)
             h.wfile.flush()
         except ConnectionError:
             pass  # the client stopped reading (a cancel)
