@@ -8,7 +8,9 @@
 # PERSONALIVE_NO_SKIP=1 (CI) turns every skipped test into a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-HOST_TESTS=(tests/test_nodes.py tests/test_nodes_footage.py tests/test_comfy_host.py tests/test_live_host.py)
+HOST_TESTS=(tests/test_nodes.py tests/test_nodes_footage.py tests/test_nodes_download.py tests/test_comfy_host.py tests/test_live_host.py)
+# the batch command's comfyui engine: its driver needs Ray (.venv), its workers start that ComfyUI with its Python
+COMFY_BATCH_TESTS=(tests/test_batch_comfyui.py)
 
 run() {  # pytest; "no test collected" (exit 5) is a failure with a message, not a silent pass
   "$@"; local rc=$?
@@ -17,11 +19,14 @@ run() {  # pytest; "no test collected" (exit 5) is a failure with a message, not
 }
 
 ignore=(); for t in "${HOST_TESTS[@]}"; do ignore+=(--ignore "$t"); done
+[[ -n "${COMFYUI_PATH:-}" ]] || for t in "${COMFY_BATCH_TESTS[@]}"; do ignore+=(--ignore "$t"); done
 status=0
-run env -u COMFYUI_PATH ./.venv/bin/python -m pytest -q "${ignore[@]}" "$@" || status=$?
+run env -u COMFYUI_PATH PERSONALIVE_COMFYUI="${COMFYUI_PATH:-}" PERSONALIVE_COMFYUI_PYTHON="${COMFYUI_PYTHON:-python3}" \
+  ./.venv/bin/python -m pytest -q "${ignore[@]}" "$@" || status=$?
 if [[ -n "${COMFYUI_PATH:-}" ]]; then
   run "${COMFYUI_PYTHON:-python3}" -m pytest -q "${HOST_TESTS[@]}" "$@" || status=$?
 else
-  echo "test.sh: COMFYUI_PATH is not set: the node, host and browser tests (${HOST_TESTS[*]}) did not run"
+  echo "test.sh: COMFYUI_PATH is not set: the node, host and browser tests (${HOST_TESTS[*]}) and the batch"
+  echo "test.sh: command's comfyui engine (${COMFY_BATCH_TESTS[*]}) did not run"
 fi
 exit $status
