@@ -8,6 +8,7 @@ summary. Frames come from a video file or, without one, a synthetic moving blob.
 
     python scripts/live_probe.py --server http://127.0.0.1:8188 --target 14 --fps 30 --seconds 120
 """
+
 import argparse
 import asyncio
 import json
@@ -43,6 +44,7 @@ def from_video(path):
 
 async def probe(args):
     import aiohttp
+
     frames = from_video(args.video) if args.video else synthetic()
     url = args.server.rstrip("/").replace("http", "ws", 1) + "/personalive/live"
     sent_at, latencies, out_times, report = {}, [], [], []
@@ -63,6 +65,7 @@ async def probe(args):
                         raise SystemExit(f"server: {data['message']}")
                     if data["type"] == "stats":
                         report.append(data)
+
         receiver = asyncio.create_task(receive())
         start = time.monotonic()
         next_print, i = start + args.every, 0
@@ -84,15 +87,23 @@ def summary(start, sent, out_times, latencies, server, window, final=False):
     now = time.monotonic()
     recent = [lat for t, lat in latencies if t >= now - window]
     fps = sum(1 for t in out_times if t >= now - window) / window
-    line = {"t_s": round(now - start, 1), "sent": sent, "received": len(out_times), "output_fps": round(fps, 2),
-            "latency_ms_p50": round(float(np.median(recent)), 1) if recent else None,
-            "latency_ms_max": round(max(recent), 1) if recent else None,
-            "server_dropped": server[0].get("dropped"), "server_latency_ms_p50": server[0].get("latency_ms_p50")}
+    line = {
+        "t_s": round(now - start, 1),
+        "sent": sent,
+        "received": len(out_times),
+        "output_fps": round(fps, 2),
+        "latency_ms_p50": round(float(np.median(recent)), 1) if recent else None,
+        "latency_ms_max": round(max(recent), 1) if recent else None,
+        "server_dropped": server[0].get("dropped"),
+        "server_latency_ms_p50": server[0].get("latency_ms_p50"),
+    }
     if final:
         every = [lat for _, lat in latencies]
-        line.update(first_minute_p50=round(float(np.median([l for t, l in latencies if t < start + 60] or [0])), 1),
-                    last_minute_p50=round(float(np.median([l for t, l in latencies if t >= now - 60] or [0])), 1),
-                    overall_max=round(max(every), 1) if every else None)
+        line.update(
+            first_minute_p50=round(float(np.median([lat for t, lat in latencies if t < start + 60] or [0])), 1),
+            last_minute_p50=round(float(np.median([lat for t, lat in latencies if t >= now - 60] or [0])), 1),
+            overall_max=round(max(every), 1) if every else None,
+        )
         return line
     return json.dumps(line)
 

@@ -19,6 +19,7 @@ What must hold (collected in `Soak.problems`, checked by tests/test_live_soak.py
 As a script, for a longer run (the README's figures):
     python tests/live_soak.py --seconds 180 --clients 16 --max-sessions 3
 """
+
 import asyncio
 import base64
 import gc
@@ -44,14 +45,23 @@ from personalive_core.streaming import session as session_mod
 MAX_MESSAGE = 64 * 1024
 CAMERA = (240, 320)  # camera frame (h, w) the clients send
 FRAME_TIMEOUT = 120  # s an admitted session may wait for one chunk's frames before it counts as starved
-BEHAVIOURS = {"stream": 5, "garbage": 2, "oversized": 1, "abort_mid_chunk": 2, "abort_mid_message": 1,
-              "not_websocket": 1, "flood_no_read": 1, "silent": 1, "viewer": 1}
+BEHAVIOURS = {
+    "stream": 5,
+    "garbage": 2,
+    "oversized": 1,
+    "abort_mid_chunk": 2,
+    "abort_mid_message": 1,
+    "not_websocket": 1,
+    "flood_no_read": 1,
+    "silent": 1,
+    "viewer": 1,
+}
 
 
 def rss_mib():
     """Resident memory of this process (Linux /proc)."""
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def camera_messages(n=8, seed=0):
@@ -103,6 +113,7 @@ class Soak:
     # -- one websocket round ----------------------------------------------------------------------
     async def _json(self, ws, kind, timeout=30):
         """Next text message of type `kind`, skipping frames and stats; None if the socket closes."""
+
         async def wait():
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -111,6 +122,7 @@ class Soak:
                         return data
                     if data["type"] == "error" and kind != "error":
                         return data
+
         return await asyncio.wait_for(wait(), timeout)
 
     async def _start(self, ws, client):
@@ -144,6 +156,7 @@ class Soak:
                 elif msg.type == WSMsgType.TEXT and json.loads(msg.data)["type"] == "error":
                     self.problem(client, f"error while streaming: {msg.data}")
                     return
+
         try:
             await asyncio.wait_for(run(), FRAME_TIMEOUT)
         except asyncio.TimeoutError:
@@ -162,7 +175,7 @@ class Soak:
                     sent += 1
                 ids += await self._frames(ws, 4, client)
             real = [i for i in ids if i != WARMUP_ID]
-            if ids[:min(12, len(ids))] != [WARMUP_ID] * min(12, len(ids)) or real != list(range(len(real))):
+            if ids[: min(12, len(ids))] != [WARMUP_ID] * min(12, len(ids)) or real != list(range(len(real))):
                 self.problem(client, f"frame ids out of order: {ids}")
             if self.rng.random() < 0.5:
                 await ws.send_json({"type": "stop"})
@@ -171,18 +184,25 @@ class Soak:
     async def garbage(self, http, client):
         async with http.ws_connect(self.base + "personalive/live") as ws:
             started = self.rng.random() < 0.5 and await self._start(ws, client)
-            cases = [(ws.send_bytes, struct.pack(">I", 1) + os.urandom(self.rng.randint(1, 3000)),
-                      "bad_frame" if started else "not_started"),
-                     (ws.send_str, "not json {", "bad_message"),
-                     (ws.send_json, {"type": "dance"}, "bad_message"),
-                     (ws.send_bytes, b"\x00\x01", "bad_frame" if started else "not_started"),
-                     (ws.send_bytes, struct.pack(">I", 2) + self.tiny_png, "bad_size" if started else "not_started"),
-                     (ws.send_bytes, bytes(MAX_MESSAGE + 10), "too_large" if started else "not_started"),
-                     (ws.send_json, {"type": "controls", "controls": "loud"}, "bad_controls" if started else
-                      "not_started"),
-                     (ws.send_json, {"type": "controls", "controls": {"expression": 1e9}}, "bad_controls" if started
-                      else "not_started"),
-                     (ws.send_json, {"type": "record", "on": True}, "no_recording" if started else "not_started")]
+            cases = [
+                (
+                    ws.send_bytes,
+                    struct.pack(">I", 1) + os.urandom(self.rng.randint(1, 3000)),
+                    "bad_frame" if started else "not_started",
+                ),
+                (ws.send_str, "not json {", "bad_message"),
+                (ws.send_json, {"type": "dance"}, "bad_message"),
+                (ws.send_bytes, b"\x00\x01", "bad_frame" if started else "not_started"),
+                (ws.send_bytes, struct.pack(">I", 2) + self.tiny_png, "bad_size" if started else "not_started"),
+                (ws.send_bytes, bytes(MAX_MESSAGE + 10), "too_large" if started else "not_started"),
+                (ws.send_json, {"type": "controls", "controls": "loud"}, "bad_controls" if started else "not_started"),
+                (
+                    ws.send_json,
+                    {"type": "controls", "controls": {"expression": 1e9}},
+                    "bad_controls" if started else "not_started",
+                ),
+                (ws.send_json, {"type": "record", "on": True}, "no_recording" if started else "not_started"),
+            ]
             for send, payload, code in self.rng.sample(cases, len(cases)):
                 await send(payload)
                 self.count["messages"] += 1
@@ -323,8 +343,10 @@ def _abort(ws):
 async def _raw_connect(port):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(f"GET /personalive/live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    writer.write(
+        f"GET /personalive/live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
     head = await reader.readuntil(b"\r\n\r\n")
     if b" 101 " not in head.split(b"\r\n")[0]:
         raise ConnectionError(f"handshake refused: {head[:60]!r}")
@@ -335,8 +357,11 @@ def _ws_frame(opcode, payload):
     """One masked client frame (RFC 6455)."""
     n, mask = len(payload), os.urandom(4)
     head = bytes([0x80 | opcode])
-    head += bytes([0x80 | n]) if n < 126 else (bytes([0x80 | 126]) + struct.pack(">H", n) if n < 65536 else
-                                               bytes([0x80 | 127]) + struct.pack(">Q", n))
+    head += (
+        bytes([0x80 | n])
+        if n < 126
+        else (bytes([0x80 | 126]) + struct.pack(">H", n) if n < 65536 else bytes([0x80 | 127]) + struct.pack(">Q", n))
+    )
     body = np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)
     return head + mask + body.tobytes()
 
@@ -344,7 +369,7 @@ def _ws_frame(opcode, payload):
 def quiet_measure():
     """Memory once nothing is in flight: (RSS MiB, traced Python MiB)."""
     gc.collect()
-    return rss_mib(), tracemalloc.get_traced_memory()[0] / 2 ** 20
+    return rss_mib(), tracemalloc.get_traced_memory()[0] / 2**20
 
 
 async def wait_until(value, done=bool, timeout=60):
@@ -361,8 +386,9 @@ def sockets_alive():
     return sum(isinstance(o, web.WebSocketResponse) for o in gc.get_objects())
 
 
-def run_soak(make_target, clients=12, max_sessions=3, seconds=20.0, seed=0, chunks=(2, 6), handler_cancellation=False,
-             log=None):
+def run_soak(
+    make_target, clients=12, max_sessions=3, seconds=20.0, seed=0, chunks=(2, 6), handler_cancellation=False, log=None
+):
     """The whole soak → report dict (figures, `problems`). `make_target()` → the LiveTarget to animate.
     handler_cancellation: whether the server cancels a handler when its client disconnects (aiohttp's
     test server does; AppRunner's default, which ComfyUI uses, does not)."""
@@ -371,8 +397,12 @@ def run_soak(make_target, clients=12, max_sessions=3, seconds=20.0, seed=0, chun
     tracemalloc.start()
     engine = LiveEngine(max_streams=max_sessions)
     engine.set_target("soak", make_target())
-    report = {"clients": clients, "max_sessions": max_sessions, "seconds": seconds,
-              "handler_cancellation": handler_cancellation}
+    report = {
+        "clients": clients,
+        "max_sessions": max_sessions,
+        "seconds": seconds,
+        "handler_cancellation": handler_cancellation,
+    }
 
     async def main():
         app = web.Application()
@@ -389,6 +419,7 @@ def run_soak(make_target, clients=12, max_sessions=3, seconds=20.0, seed=0, chun
             while True:
                 peak[0] = max(peak[0], rss_mib())
                 await asyncio.sleep(0.5)
+
         sampler = asyncio.create_task(sample())
         try:
             await soak.clean_stream("first")
@@ -401,8 +432,10 @@ def run_soak(make_target, clients=12, max_sessions=3, seconds=20.0, seed=0, chun
                     soak.problems.append(f"sessions left after everyone disconnected: {list(engine.streams)}")
                 await asyncio.sleep(0.5)  # the worker finishes a chunk in flight for a stream just closed
                 report[f"rss_mib_{phase}"], report[f"traced_mib_{phase}"] = quiet_measure()
-                log(f"{phase}: {time.monotonic() - t0:.0f} s, rss {report[f'rss_mib_{phase}']:.0f} MiB, "
-                    f"traced {report[f'traced_mib_{phase}']:.2f} MiB, {dict(soak.count)}")
+                log(
+                    f"{phase}: {time.monotonic() - t0:.0f} s, rss {report[f'rss_mib_{phase}']:.0f} MiB, "
+                    f"traced {report[f'traced_mib_{phase}']:.2f} MiB, {dict(soak.count)}"
+                )
             report["wall_s"] = round(time.monotonic() - t0, 1)
             await soak.clean_stream("last")
             await wait_until(lambda: len(engine.streams), lambda n: n == 0)
@@ -430,8 +463,9 @@ def run_soak(make_target, clients=12, max_sessions=3, seconds=20.0, seed=0, chun
     finally:
         engine.shutdown()
         tracemalloc.stop()
-    report["threads_after_shutdown"] = sorted(t.name for t in set(threading.enumerate()) - baseline_threads
-                                              if t.is_alive())
+    report["threads_after_shutdown"] = sorted(
+        t.name for t in set(threading.enumerate()) - baseline_threads if t.is_alive()
+    )
     return report
 
 
@@ -445,6 +479,7 @@ def _tiny_target(size=64):
     from personalive_core.pipelines import load_models
     from personalive_core.pipelines import encode_reference, prepare_reference
     from personalive_core.devtools.random_weights import write_random_weights
+
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as d:
         models = load_models(str(write_random_weights(d, "tiny", seed=0)))
@@ -455,16 +490,26 @@ def _tiny_target(size=64):
 
 if __name__ == "__main__":
     import argparse
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=180)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--max-sessions", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--handler-cancellation", action="store_true",
-                   help="cancel a handler when its client disconnects (aiohttp's test server does this)")
+    p.add_argument(
+        "--handler-cancellation",
+        action="store_true",
+        help="cancel a handler when its client disconnects (aiohttp's test server does this)",
+    )
     a = p.parse_args()
-    result = run_soak(_tiny_target, a.clients, a.max_sessions, a.seconds, a.seed,
-                      handler_cancellation=a.handler_cancellation,
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = run_soak(
+        _tiny_target,
+        a.clients,
+        a.max_sessions,
+        a.seconds,
+        a.seed,
+        handler_cancellation=a.handler_cancellation,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     print(json.dumps(result))
     sys.exit(1 if result["problems"] else 0)

@@ -1,4 +1,5 @@
 """The live routes through a real websocket client: bad input, limits, two concurrent sessions."""
+
 import asyncio
 import math
 import struct
@@ -39,6 +40,7 @@ def frame_message(frame_id, image):
 
 def serve(engine, scenario, takes=None):
     """Run `scenario(session, base_url)` against an aiohttp app carrying the live routes."""
+
     async def main():
         app = web.Application()
         add_live_routes(app.router, engine, max_message=MAX_MESSAGE, takes=takes)
@@ -50,11 +52,13 @@ def serve(engine, scenario, takes=None):
         finally:
             await server.close()
             engine.shutdown()
+
     return asyncio.run(main())
 
 
 async def next_json(ws, kind, timeout=30):
     """The next text message of type `kind` (stats and frames in between are skipped)."""
+
     async def wait():
         while True:
             msg = await ws.receive()
@@ -62,6 +66,7 @@ async def next_json(ws, kind, timeout=30):
                 return msg.json()
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
                 raise AssertionError(f"socket closed while waiting for {kind}: {msg}")
+
     return await asyncio.wait_for(wait(), timeout)
 
 
@@ -86,6 +91,7 @@ async def stream_frames(ws, frames, want, timeout=120):
                 assert msg.json()["type"] != "error", msg.json()
             else:
                 raise AssertionError(f"socket closed: {msg}")
+
     await asyncio.wait_for(run(), timeout)
     return got
 
@@ -101,8 +107,9 @@ def test_two_concurrent_sessions_and_status(target):
             await ws.send_json({"type": "start", "target": "5"})
             started = await next_json(ws, "started")
             assert started["size"] == SIZE
-        results = await asyncio.gather(stream_frames(a, moving_frames(32), 16),
-                                       stream_frames(b, moving_frames(32, seed=5), 16))
+        results = await asyncio.gather(
+            stream_frames(a, moving_frames(32), 16), stream_frames(b, moving_frames(32, seed=5), 16)
+        )
         async with http.get(base + "personalive/status") as r:
             status = await r.json()
         stats = await next_json(a, "stats")
@@ -133,6 +140,7 @@ def test_bad_input_gets_an_error_and_the_socket_keeps_serving(target):
         async def expect(send, *args):
             await send(*args)
             errors.append(await next_json(ws, "error"))
+
         await expect(ws.send_bytes, frame_message(0, moving_frames(1)[0]))  # before start
         await expect(ws.send_json, {"type": "start", "target": "42"})  # a node never queued
         await expect(ws.send_str, "not json")
@@ -166,8 +174,18 @@ def test_bad_input_gets_an_error_and_the_socket_keeps_serving(target):
 
     errors, got, closed = serve(engine, scenario)
     codes = [e["code"] for e in errors]
-    assert codes == ["not_started", "no_reference", "bad_message", "bad_message", "already_started", "bad_frame",
-                     "bad_size", "bad_frame", "too_large", "too_many_sessions"]
+    assert codes == [
+        "not_started",
+        "no_reference",
+        "bad_message",
+        "bad_message",
+        "already_started",
+        "bad_frame",
+        "bad_size",
+        "bad_frame",
+        "too_large",
+        "too_many_sessions",
+    ]
     assert "'42'" in errors[1]["message"] and "10×10" in errors[6]["message"]
     assert all(e["message"] for e in errors)
     assert [i for i, _, _ in got][12:] == [0, 1, 2, 3]
@@ -178,11 +196,13 @@ async def view_frames(http, base, target, want, timeout=120):
     """Connect an output page's socket and collect `want` frames (decoded JPEGs)."""
     got = []
     async with http.ws_connect(base + f"personalive/view/{target}/ws") as ws:
+
         async def run():
             while len(got) < want:
                 msg = await ws.receive()
                 assert msg.type == WSMsgType.BINARY, msg
                 got.append(cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR))
+
         await asyncio.wait_for(run(), timeout)
     return got
 
@@ -242,11 +262,20 @@ def test_controls_prepare_and_a_recorded_take_over_the_socket(target, tmp_path):
         return progress, prepared, refused, echoed, bad, recording, got, recorded, stats
 
     progress, prepared, refused, echoed, bad, recording, got, recorded, stats = serve(
-        engine, scenario, takes=TakeFolder(str(tmp_path)))
+        engine, scenario, takes=TakeFolder(str(tmp_path))
+    )
     assert [p["done"] for p in progress] == list(range(1, WARM_CHUNKS + 1))
     assert prepared["target"] == "5" and prepared["chunks"] == WARM_CHUNKS
     assert refused["code"] == "bad_controls" and "expression 3" in refused["message"]
-    assert echoed["controls"] == {"expression": 0.5, "head_pose": 0.0, "smoothness": 0.25}
+    assert echoed["controls"] == {
+        "expression": 0.5,
+        "head_pose": 0.0,
+        "smoothness": 0.25,
+        "crop": "auto",
+        "paste_into": "none",
+        "crop_scale": 1.75,
+        "feather": 0.2,
+    }  # the live preset's
     assert bad["code"] == "bad_controls" and "smoothness -1" in bad["message"]
     assert recording["file"] == "PersonaLive/live_00001_.mp4"
     assert stats["warm_start"] is True and stats["controls"]["head_pose"] == 0.0
@@ -258,3 +287,157 @@ def test_controls_prepare_and_a_recorded_take_over_the_socket(target, tmp_path):
     assert len(times) == recorded["frames"] and times[0] == 0
     # frames are placed at whole milliseconds, frames that arrived within one 1 ms apart (this client sends bursts)
     assert abs(times[-1] - recorded["seconds"]) <= 1e-3 * recorded["frames"]
+
+
+# -- real cameras: framing and full-frame output over the socket, portraits swapped in ----------------------
+def png(image):
+    return cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+@pytest.fixture(scope="module")
+def swappable(tiny_models, reference_image):
+    """A target that can encode new portraits (the core's encoders)."""
+    encode = lambda picture: encode_reference(tiny_models, picture)
+    return LiveTarget(
+        lambda: tiny_models,
+        encode(prepare_reference(reference_image, SIZE)),
+        lambda z: decode(tiny_models.vae, z),
+        encode=encode,
+    )
+
+
+def test_full_frame_output_over_the_socket_and_options_checked(target):
+    """start with crop "auto" and paste_into "driving": generated frames come back at the camera's size; the
+    options are echoed; a bad combination or an unknown option is refused by name."""
+    from test_live import CAMERA_H, CAMERA_W, camera_frame, face_path
+
+    engine = LiveEngine(max_streams=2)
+    engine.set_target("5", target)
+    frames = [camera_frame(face_path(i, 16), seed=i) for i in range(16)]
+
+    async def scenario(http, base):
+        ws = await http.ws_connect(base + "personalive/live")
+        await ws.send_json({"type": "start", "target": "5", "controls": {"crop": "center", "paste_into": "driving"}})
+        refused = await next_json(ws, "error")
+        await ws.send_json({"type": "start", "target": "5", "controls": {"zoom": 2}})
+        unknown = await next_json(ws, "error")
+        await ws.send_json({"type": "start", "target": "5", "controls": {"crop": "auto", "paste_into": "driving"}})
+        started = await next_json(ws, "started")
+        got = await stream_frames(ws, frames, 16)
+        stats = await next_json(ws, "stats")
+        await ws.send_json({"type": "controls", "controls": {"paste_into": "none"}})
+        echoed = await next_json(ws, "controls")
+        await ws.close()
+        return refused, unknown, started, got, stats, echoed
+
+    refused, unknown, started, got, stats, echoed = serve(engine, scenario)
+    assert refused["code"] == "bad_controls" and "needs crop 'auto'" in refused["message"]
+    assert unknown["code"] == "bad_controls" and "'zoom'" in unknown["message"] and "paste_into" in unknown["message"]
+    assert started["controls"]["crop"] == "auto" and started["can_record"] is False
+    assert all(image.shape == (CAMERA_H, CAMERA_W, 3) for _, _, image in got)
+    assert stats["output_size"] == [CAMERA_W, CAMERA_H] and stats["framing"]["face"] is True
+    assert set(stats["latency_parts"]) >= {"wait_ms", "window_ms", "encode_ms", "server_ms", "chunk_ms"}
+    assert echoed["controls"]["paste_into"] == "none"
+
+
+async def next_binary(ws, timeout=60):
+    async def wait():
+        while True:
+            msg = await ws.receive()
+            if msg.type == WSMsgType.BINARY:
+                return msg.data
+            assert msg.type == WSMsgType.TEXT, msg
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+def test_a_portrait_swapped_over_the_socket_keeps_the_stream_its_viewers_and_its_take(swappable, tmp_path):
+    """{"type": "reference"} + the picture's bytes while streaming and recording, an output page watching:
+    reference_set, then the stream restarts its window on the new portrait (warm-up ids, then its own ids
+    again), on the same socket; the page keeps getting frames; the take holds frames from before and after."""
+    from test_live import face_portrait
+
+    engine = LiveEngine(max_streams=2)
+    engine.set_target("5", swappable)
+
+    async def scenario(http, base):
+        ws = await http.ws_connect(base + "personalive/live")
+        await ws.send_json({"type": "start", "target": "5"})
+        started = await next_json(ws, "started")
+        viewer = await http.ws_connect(base + "personalive/view/5/ws")
+        await ws.send_json({"type": "record", "on": True})
+        await next_json(ws, "recording")
+        before = await stream_frames(ws, moving_frames(16), 16)
+        await ws.send_json({"type": "reference"})
+        await ws.send_bytes(png(face_portrait()))
+        swapped = await next_json(ws, "reference_set")
+        after = await stream_frames(ws, moving_frames(16, seed=4), 16)
+        seen = [await next_binary(viewer) for _ in range(4)]  # the page still gets frames after the swap
+        async with http.get(base + "personalive/portraits/5") as r:
+            listed = await r.json()
+        async with http.get(base + "personalive/status") as r:
+            status = await r.json()
+        await ws.send_json({"type": "record", "on": False})
+        recorded = await next_json(ws, "recorded")
+        await viewer.close()
+        await ws.close()
+        return started, before, swapped, after, seen, listed, status, recorded
+
+    started, before, swapped, after, seen, listed, status, recorded = serve(
+        engine, scenario, takes=TakeFolder(str(tmp_path))
+    )
+    assert [i for i, _, _ in before] == [WARMUP_ID] * 12 + [0, 1, 2, 3]
+    assert swapped["portrait"] == 1 and swapped["seconds"] >= swapped["encode_seconds"] > 0
+    assert [p["id"] for p in swapped["portraits"]] == [0, 1] and swapped["portraits"][1]["current"]
+    assert all(p["thumbnail"].startswith("data:image/jpeg;base64,") for p in listed["portraits"])
+    assert [i for i, _, _ in after] == [WARMUP_ID] * 12 + [0, 1, 2, 3]  # the same socket, a fresh window
+    assert len(seen) == 4 and status["portraits"] == {"5": 1}
+    (stream,) = status["streams"]
+    assert stream["stream"] == started["stream"] and stream["recording"] is True
+    assert recorded["frames"] == 8  # the camera frames from before and after the swap
+    with av.open(str(tmp_path / recorded["file"])) as c:
+        assert len(list(c.decode(video=0))) == 8
+
+
+def test_a_bad_portrait_gets_its_error_and_the_stream_goes_on(swappable, target):
+    from test_live import camera_frame, face_portrait
+
+    engine = LiveEngine(max_streams=2)
+    engine.set_target("5", swappable)
+    engine.set_target("plain", target)  # no encoder
+
+    async def scenario(http, base):
+        ws = await http.ws_connect(base + "personalive/live")
+        await ws.send_json({"type": "start", "target": "5"})
+        await next_json(ws, "started")
+        errors = []
+        for picture in (b"these bytes are not a picture", bytes(MAX_MESSAGE + 10), png(camera_frame())):
+            await ws.send_json({"type": "reference"})
+            await ws.send_bytes(picture)
+            errors.append(await next_json(ws, "error"))
+        await ws.send_json({"type": "reference", "portrait": 3})
+        errors.append(await next_json(ws, "error"))
+        await ws.send_json({"type": "reference", "target": "plain"})
+        errors.append(await next_json(ws, "error"))
+        await ws.send_bytes(png(face_portrait()))  # sent anyway, as the widget does: taken, not read as a frame
+        got = await stream_frames(ws, moving_frames(16), 16)  # the stream, on its first portrait, goes on
+        await ws.close()
+        return errors, got
+
+    errors, got = serve(engine, scenario)
+    assert [e["code"] for e in errors] == ["bad_image", "too_large", "no_face", "no_portrait", "no_encoder"]
+    assert "not a picture" in errors[0]["message"] and "no face" in errors[2]["message"]
+    assert [i for i, _, _ in got] == [WARMUP_ID] * 12 + [0, 1, 2, 3]
+
+
+def test_the_protocol_describes_the_live_options_from_the_config():
+    from personalive_core.config import Framing, fields_of, preset
+    from personalive_core.live.server import protocol
+
+    described = protocol()
+    assert "reference" in described["messages"] and described["limits"]["camera"] == [1280, 720]
+    assert list(described["framing"]) == ["crop", "paste_into", "crop_scale", "feather"]
+    live = preset("live").to_dict()
+    for name, info in fields_of(Framing, tuple(described["framing"])).items():
+        assert described["framing"][name] == {**info.describe(), "default": live[name]}
+    assert described["framing"]["crop"]["default"] == "auto"  # the live preset's, not the render's "center"

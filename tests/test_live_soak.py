@@ -2,6 +2,7 @@
 loopback. The server keeps serving the admitted sessions, refuses the rest with the documented error,
 frees every session and socket on disconnect, and its memory stays flat. The bounds are on memory and
 counts, not on time; a longer run: `python tests/live_soak.py --seconds 180` (README, Reliability)."""
+
 import pytest
 
 from live_soak import BEHAVIOURS, run_soak
@@ -18,10 +19,20 @@ RSS_GROWTH_MIB = 64.0  # process RSS between the two quiet points (allocator noi
 
 @pytest.mark.parametrize("handler_cancellation", [False, True], ids=["comfyui-runner", "test-server"])
 def test_soak_many_misbehaving_clients(tiny_models, reference_image, handler_cancellation):
-    target = LiveTarget(lambda: tiny_models, encode_reference(tiny_models, prepare_reference(reference_image, SIZE)),
-                        lambda z: decode(tiny_models.vae, z))
-    r = run_soak(lambda: target, clients=8, max_sessions=2, seconds=6, chunks=(2, 3),
-                 handler_cancellation=handler_cancellation, seed=int(handler_cancellation))
+    target = LiveTarget(
+        lambda: tiny_models,
+        encode_reference(tiny_models, prepare_reference(reference_image, SIZE)),
+        lambda z: decode(tiny_models.vae, z),
+    )
+    r = run_soak(
+        lambda: target,
+        clients=8,
+        max_sessions=2,
+        seconds=6,
+        chunks=(2, 3),
+        handler_cancellation=handler_cancellation,
+        seed=int(handler_cancellation),
+    )
     assert r["problems"] == []
     assert all(r[f"round_{name}"] > 0 for name in BEHAVIOURS), r
     assert r["refused"] > 0 and r["admitted"] > r["max_sessions"]

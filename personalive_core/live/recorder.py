@@ -5,13 +5,19 @@ rate), so the take plays at the pace it was performed: camera frames the server 
 the previous frame held longer, and the device's speed does not change the take's duration. The
 warm-up frames (no camera frame behind them) are not recorded. The file is fragmented
 (media.video_io.VideoWriter): a crash leaves every frame up to about a second before it playable.
-Encoding runs on a thread of its own, so the stream never waits for the encoder.
+Encoding runs on a thread of its own, so the stream never waits for the encoder. The first frame
+fixes the take's size (the live square, a camera frame, a reference picture: sides made even for
+H.264); a later frame of another size (a portrait swapped in while pasting into the reference, the
+output switched) is scaled into it, letterboxed.
 """
+
 import os
 import queue
 import re
 import threading
 from fractions import Fraction
+
+import numpy as np
 
 from ..pipelines import VideoWriter
 
@@ -41,11 +47,29 @@ class TakeFolder:
         return path, os.path.join(sub, file).replace(os.sep, "/")
 
 
-class TakeRecorder:
-    """Frames with their capture times (seconds, any clock) in; an mp4 at `path` out."""
+def fit(image, hw):
+    """uint8 `image` scaled into an (h, w) frame, its aspect kept, black around it (`hw` itself: unchanged)."""
+    import cv2
 
-    def __init__(self, path, size):
-        self.path, self.size = path, size
+    h, w = hw
+    ih, iw = image.shape[:2]
+    if (ih, iw) == (h, w):
+        return image
+    k = min(h / ih, w / iw)
+    nh, nw = max(1, round(ih * k)), max(1, round(iw * k))
+    out = np.zeros((h, w, 3), np.uint8)
+    top, left = (h - nh) // 2, (w - nw) // 2
+    out[top : top + nh, left : left + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+    return out
+
+
+class TakeRecorder:
+    """Frames with their capture times (seconds, any clock) in; an mp4 at `path` out. `size`: the
+    take's side (int) or (h, w); None: the first frame's size, sides made even."""
+
+    def __init__(self, path, size=None):
+        self.path = path
+        self.hw = (size, size) if isinstance(size, int) else size
         self.frames, self.first, self.last = 0, None, None
         self.error = None
         self.queue = queue.Queue()
@@ -63,10 +87,13 @@ class TakeRecorder:
     def _run(self):
         writer = None
         try:
-            writer = VideoWriter(self.path, RATE_HINT, (self.size, self.size), time_base=TIME_BASE, low_latency=True)
             while (item := self.queue.get()) is not None:
                 image, seconds = item
-                writer.write(image, Fraction(seconds))
+                if writer is None:
+                    h, w = self.hw or image.shape[:2]
+                    self.hw = (h + h % 2, w + w % 2)
+                    writer = VideoWriter(self.path, RATE_HINT, self.hw, time_base=TIME_BASE, low_latency=True)
+                writer.write(fit(image, self.hw), Fraction(seconds))
         except Exception as e:  # reported by close(); the frames written so far stay playable
             self.error = e
             while self.queue.get() is not None:

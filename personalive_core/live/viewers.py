@@ -5,6 +5,7 @@ A target's viewers see the newest stream started on it. Every viewer has a slot 
 the newest frame: a viewer slower than the stream skips frames (counted) and the stream never
 waits for a viewer (publishing is a hand-over to the event loop, nothing more).
 """
+
 import asyncio
 import threading
 
@@ -81,7 +82,8 @@ PAGE = """<!doctype html>
 canvas{{display:block;width:100vw;height:100vh;object-fit:contain}}</style></head>
 <body data-frames="0"><canvas width="{size}" height="{size}"></canvas>
 <script>
-// The generated frames of live node {target}, full size, nothing else (add this page as a Browser Source).
+// The generated frames of live node {target}, full size (the square, or the camera frame or reference picture
+// it is pasted into), nothing else (add this page as a Browser Source).
 // ?background=transparent (or any CSS colour) sets what shows around a frame of another aspect.
 const canvas = document.querySelector("canvas");
 const context = canvas.getContext("2d");
@@ -90,7 +92,8 @@ if (background) document.documentElement.style.background = document.body.style.
 const url = new URL(location.href);
 url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
 url.pathname = url.pathname.replace(/\\/+$/, "") + "/ws";
-url.search = "";
+const token = new URLSearchParams(location.search).get("token"); // a server started with --token wants it
+url.search = token ? "?token=" + encodeURIComponent(token) : "";
 let drawing = false;
 function connect() {{
   const ws = new WebSocket(url);
@@ -121,4 +124,5 @@ connect();
 def page(target, size=512):
     """The output page of live node `target` (HTML)."""
     from html import escape
+
     return PAGE.format(target=escape(str(target)), size=int(size))

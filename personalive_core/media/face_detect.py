@@ -10,8 +10,10 @@ a keypoint-derived box) is where precision comes from.
 
 Images are HWC RGB, uint8 or float in [0, 1] (ComfyUI IMAGE frames).
 """
+
 from functools import lru_cache
 import math
+import threading
 
 import cv2
 import numpy as np
@@ -38,7 +40,7 @@ def _cascades():
     data = getattr(getattr(cv2, "data", None), "haarcascades", None)
     if not hasattr(cv2, "CascadeClassifier") or not data:
         return None
-    load = lambda name: cv2.CascadeClassifier(data + name)  # noqa: E731
+    load = lambda name: cv2.CascadeClassifier(data + name)
     frontal = [load(n) for n in ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")]
     frontal = [c for c in frontal if not c.empty()]
     profile = load("haarcascade_profileface.xml")
@@ -62,7 +64,15 @@ def _pick(boxes, shape):
     return max(boxes, key=score)
 
 
+_CASCADE_LOCK = threading.Lock()  # one CascadeClassifier serves every thread, and it is not thread-safe
+
+
 def _detect_cascade(grey, min_px):
+    with _CASCADE_LOCK:
+        return _cascade_box(grey, min_px)
+
+
+def _cascade_box(grey, min_px):
     frontal, profile = _cascades()
     kw = dict(scaleFactor=1.15, minNeighbors=4, minSize=(min_px, min_px))
     for cascade in frontal:
@@ -80,15 +90,15 @@ def _detect_cascade(grey, min_px):
 
 # Template geometry in face-box coordinates; calibrated so that its boxes match the frontal
 # cascade's on PersonaLive's demo frames (median centre error ~2 % of the face size).
-_T_SIZE = 24                             # face-box side in template pixels
+_T_SIZE = 24  # face-box side in template pixels
 _T_X, _T_Y = (0.12, 0.88), (0.22, 0.92)  # the part of the face box the template covers
-_T_BOX_GAIN = 1.25                       # template scale → cascade-sized box
-_SIZE_BIAS = 0.06                        # score bonus per octave of face size, see _detect_template
-_MIN_STD = 8.0                           # grey levels; flat patches give meaningless correlations
+_T_BOX_GAIN = 1.25  # template scale → cascade-sized box
+_SIZE_BIAS = 0.06  # score bonus per octave of face size, see _detect_template
+_MIN_STD = 8.0  # grey levels; flat patches give meaningless correlations
 MIN_CORRELATION = 0.45
-MIN_CONTRAST = 0.4                       # see _face_evidence
+MIN_CONTRAST = 0.4  # see _face_evidence
 MIN_DETAIL = 0.3
-MAX_FACE = 0.8                           # × short side: larger faces leave the crop mostly padding
+MAX_FACE = 0.8  # × short side: larger faces leave the crop mostly padding
 # regions (u range, v range) in face-box coordinates for the contrast tests
 _EYES = ((0.20, 0.36), (0.64, 0.80)), (0.36, 0.47)
 _CHEEKS_V, _BRIDGE_U, _BRIDGE_V = (0.53, 0.65), (0.45, 0.55), (0.36, 0.48)
@@ -104,10 +114,10 @@ def _face_template():
     v = np.linspace(*_T_Y, round(_T_SIZE * (_T_Y[1] - _T_Y[0])))[:, None]
     t = np.ones((v.size, u.size))
     for ex in (0.28, 0.72):
-        t -= 0.55 * blob(ex, 0.40, 0.075, 0.04)   # eye
-        t -= 0.35 * blob(ex, 0.29, 0.10, 0.025)   # brow
-    t -= 0.25 * blob(0.5, 0.635, 0.06, 0.035)     # nostrils
-    t -= 0.45 * blob(0.5, 0.81, 0.12, 0.035)      # mouth
+        t -= 0.55 * blob(ex, 0.40, 0.075, 0.04)  # eye
+        t -= 0.35 * blob(ex, 0.29, 0.10, 0.025)  # brow
+    t -= 0.25 * blob(0.5, 0.635, 0.06, 0.035)  # nostrils
+    t -= 0.45 * blob(0.5, 0.81, 0.12, 0.035)  # mouth
     t -= 0.35 * np.clip(np.abs(u - 0.5) - 0.3, 0, None) / 0.2  # cheeks turning away from the light
     return t.astype(np.float32)
 
@@ -115,7 +125,12 @@ def _face_template():
 def _region_means(integral, u, v, ys, xs):
     """Mean of region (u, v) (face-box coords) for the template positions (ys, xs)."""
     (c0, c1), (r0, r1) = ([round((a - lo) * _T_SIZE) for a in rng] for rng, lo in ((u, _T_X[0]), (v, _T_Y[0])))
-    s = integral[ys + r1, xs + c1] - integral[ys + r0, xs + c1] - integral[ys + r1, xs + c0] + integral[ys + r0, xs + c0]
+    s = (
+        integral[ys + r1, xs + c1]
+        - integral[ys + r0, xs + c1]
+        - integral[ys + r1, xs + c0]
+        + integral[ys + r0, xs + c0]
+    )
     return s / ((r1 - r0) * (c1 - c0))
 
 
@@ -131,8 +146,12 @@ def _face_evidence(level, std, ys, xs):
     cheeks = [_region_means(ii, u, _CHEEKS_V, ys, xs) for u in _EYES[0]]
     bridge = _region_means(ii, _BRIDGE_U, _BRIDGE_V, ys, xs)
     mouth = _region_means(ii, *_MOUTH, ys, xs)
-    contrast = np.minimum.reduce([cheeks[0] - eyes[0], cheeks[1] - eyes[1], bridge - np.maximum(*eyes),
-                                  (cheeks[0] + cheeks[1]) / 2 - mouth]) / std[ys, xs]
+    contrast = (
+        np.minimum.reduce(
+            [cheeks[0] - eyes[0], cheeks[1] - eyes[1], bridge - np.maximum(*eyes), (cheeks[0] + cheeks[1]) / 2 - mouth]
+        )
+        / std[ys, xs]
+    )
     grad = cv2.integral(cv2.magnitude(cv2.Sobel(level, cv2.CV_32F, 1, 0), cv2.Sobel(level, cv2.CV_32F, 0, 1)))
     eye_detail = _region_means(grad, (_EYES[0][0][0], _EYES[0][1][1]), _EYES[1], ys, xs)
     cheek_detail = np.minimum(*(_region_means(grad, u, _CHEEKS_V, ys, xs) for u in _EYES[0]))
@@ -142,7 +161,7 @@ def _face_evidence(level, std, ys, xs):
 
 def _local_std(img, th, tw, out_shape):
     """Std of every th×tw window (top-left anchored), cropped to matchTemplate's output shape."""
-    box = lambda a: cv2.boxFilter(a, -1, (tw, th), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)  # noqa: E731
+    box = lambda a: cv2.boxFilter(a, -1, (tw, th), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
     mean, sq = box(img), box(img * img)
     var = (sq - mean * mean)[: out_shape[0], : out_shape[1]]
     return np.sqrt(np.maximum(var, 0))
@@ -191,6 +210,7 @@ def _template_to_box(x, y, f):
 
 def _subpixel(r, x, y):
     """Parabolic peak offset in x and y (0 at the border): positions to a fraction of a pixel."""
+
     def vertex(a, b, c):
         d = a - 2 * b + c
         return 0.0 if d >= 0 else float(np.clip(0.5 * (a - c) / d, -0.5, 0.5))
@@ -219,4 +239,3 @@ def detect_face(image, min_face=0.1, detector="auto"):
         return None
     x, y, w, h = (float(v) / f for v in found)
     return (x, y, x + w, y + h)
-

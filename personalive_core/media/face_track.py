@@ -4,6 +4,7 @@ Each frame's face (`face_crop.find_crop_box`) is checked against the track (outl
 consistent jump taken as a cut) and smoothed with a one-euro filter, so the crop neither jitters
 while the head is still nor lags when it moves.
 """
+
 import math
 
 import numpy as np
@@ -14,24 +15,25 @@ from .face_crop import DEFAULT_SCALE, box_center_side, box_from_center, center_b
 class _OneEuro:
     """One-euro filter on (cx, cy, side), time in frames: strong smoothing while the head is
     still, little lag when it moves. Speed is measured in crop sides per frame so the
-    parameters do not depend on resolution."""
+    parameters do not depend on resolution. `dt`: the time since the previous sample, in
+    frames (live streams pass their camera time, so a dropped frame is a longer step)."""
 
     def __init__(self, min_cutoff, beta, d_cutoff=0.3):
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
         self.x = self.dx = None
 
     @staticmethod
-    def _alpha(cutoff):
-        return 1.0 / (1.0 + 1.0 / (2 * math.pi * cutoff))
+    def _alpha(cutoff, dt=1.0):
+        return 1.0 / (1.0 + 1.0 / (2 * math.pi * cutoff * dt))
 
     def reset(self, x):
         self.x, self.dx = np.asarray(x, float), np.zeros(3)
 
-    def __call__(self, x):
+    def __call__(self, x, dt=1.0):
         x = np.asarray(x, float)
-        a_d = self._alpha(self.d_cutoff)
-        self.dx = a_d * (x - self.x) / self.x[2] + (1 - a_d) * self.dx
-        a = self._alpha(self.min_cutoff + self.beta * np.abs(self.dx))
+        a_d = self._alpha(self.d_cutoff, dt)
+        self.dx = a_d * (x - self.x) / (self.x[2] * dt) + (1 - a_d) * self.dx
+        a = self._alpha(self.min_cutoff + self.beta * np.abs(self.dx), dt)
         self.x = a * x + (1 - a) * self.x
         return self.x
 
@@ -46,8 +48,19 @@ class FaceTracker:
     a fast turn) and restart the filter there.
     """
 
-    def __init__(self, scale=DEFAULT_SCALE, shift=0.0, min_cutoff=0.02, beta=8.0, max_jump=0.5,
-                 max_zoom=1.5, relock=3, refine=None, refine_size=256, **detect_kw):
+    def __init__(
+        self,
+        scale=DEFAULT_SCALE,
+        shift=0.0,
+        min_cutoff=0.02,
+        beta=8.0,
+        max_jump=0.5,
+        max_zoom=1.5,
+        relock=3,
+        refine=None,
+        refine_size=256,
+        **detect_kw,
+    ):
         self.box_kw = dict(scale=scale, shift=shift, refine=refine, refine_size=refine_size, **detect_kw)
         self.max_jump, self.log_zoom, self.relock = max_jump, math.log(max_zoom), relock
         self.filter = _OneEuro(min_cutoff, beta)
@@ -55,17 +68,19 @@ class FaceTracker:
         self.found = False
 
     def _consistent(self, a, b):
-        return (math.hypot(a[0] - b[0], a[1] - b[1]) <= self.max_jump * b[2]
-                and abs(math.log(a[2] / b[2])) <= self.log_zoom)
+        return (
+            math.hypot(a[0] - b[0], a[1] - b[1]) <= self.max_jump * b[2] and abs(math.log(a[2] / b[2])) <= self.log_zoom
+        )
 
-    def _accept(self, z):
-        """Feed a measured (cx, cy, side); False when it is rejected as an outlier."""
+    def _accept(self, z, dt):
+        """Feed a measured (cx, cy, side) `dt` frames after the previous one; False when it is
+        rejected as an outlier."""
         if self.filter.x is None or self._consistent(z, self.filter.x):
             self.pending, self.pending_count = None, 0
             if self.filter.x is None:
                 self.filter.reset(z)
             else:
-                self.filter(z)
+                self.filter(z, dt)
             return True
         if self.pending is not None and self._consistent(z, self.pending):
             self.pending_count += 1
@@ -78,9 +93,10 @@ class FaceTracker:
         self.pending, self.pending_count = None, 0
         return True
 
-    def update(self, frame):
+    def update(self, frame, dt=1.0):
+        """The crop box for `frame`, `dt` frames after the previous update (1 for video frames)."""
         box = find_crop_box(frame, **self.box_kw)
-        self.found = box is not None and self._accept(box_center_side(box))
+        self.found = box is not None and self._accept(box_center_side(box), dt)
         if self.filter.x is None:
             return center_box(frame.shape[:2])
         return box_from_center(*self.filter.x)
@@ -103,4 +119,3 @@ def crop_video_boxes(frames, **tracker_kw):
     if first:  # None: no face at all; 0: no frame before it
         boxes[:first] = [boxes[first]] * first
     return boxes, missing
-
