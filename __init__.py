@@ -4,6 +4,7 @@ Install by cloning (or linking) this repository into ComfyUI's custom_nodes/. Th
 `nodes/`, the model code in `personalive_core/` (which imports nothing from ComfyUI), the live
 widget in `web/js/` (served through `WEB_DIRECTORY`).
 """
+
 WEB_DIRECTORY = "./web/js"
 
 try:

@@ -5,6 +5,7 @@ Thin wrappers around the core's public API (`personalive_core`, `personalive_cor
 never a global top-level name that another pack or an old copy could shadow. Every file here is one
 node (`options.py`: the inputs generated from the core's config).
 """
+
 from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
@@ -18,8 +19,16 @@ from .load_model import PersonaLiveLoadModel
 from .render_video import PersonaLiveRenderVideo
 from .sampler import PersonaLiveStreamSampler
 
-NODES = [PersonaLiveLoadModel, PersonaLiveEncodeReference, PersonaLiveExtractMotion, PersonaLiveStreamSampler,
-         PersonaLiveRenderVideo, PersonaLiveCropFace, PersonaLivePasteBack, PersonaLiveLive]
+NODES = [
+    PersonaLiveLoadModel,
+    PersonaLiveEncodeReference,
+    PersonaLiveExtractMotion,
+    PersonaLiveStreamSampler,
+    PersonaLiveRenderVideo,
+    PersonaLiveCropFace,
+    PersonaLivePasteBack,
+    PersonaLiveLive,
+]
 
 register_model_folder()
 

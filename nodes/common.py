@@ -1,7 +1,9 @@
 """What the PersonaLive nodes share: socket types, the model folder, the bundles passed between
 nodes, and the few host calls (model loading, devices) every node makes."""
+
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +25,13 @@ PREVIEW_SIZE = 512  # longest side of the progress-bar previews
 PersonaLiveModel = io.Custom("PERSONALIVE_MODEL")
 PersonaLiveReference = io.Custom("PERSONALIVE_REFERENCE")
 PersonaLiveMotion = io.Custom("PERSONALIVE_MOTION")
+
+
+def host_server():
+    """The running host's PromptServer (main.py imports `server` before loading custom nodes); None when the
+    nodes are imported without a server, as in tests."""
+    server = sys.modules.get("server")
+    return getattr(getattr(server, "PromptServer", None), "instance", None)
 
 
 def register_model_folder():
@@ -67,6 +76,7 @@ class ModelInfo:
 @dataclass
 class EncodedReference:
     """PERSONALIVE_REFERENCE: the core `Reference` (kept on the CPU) and what it was made from."""
+
     reference: object  # personalive_core.pipelines.Reference
     size: int
     fingerprint: str  # of the reference pixels; motion must come from the same picture
@@ -77,6 +87,7 @@ class EncodedReference:
 class MotionBundle:
     """PERSONALIVE_MOTION: the core MotionTrack (one MotionChunk per denoiser pass, on the CPU, the
     mirrored padding chunks that flush the window included) and the networks it came from."""
+
     track: object  # personalive_core.pipelines.MotionTrack
     model_key: str
     fps: float = None
@@ -93,8 +104,9 @@ class MotionBundle:
 def model_info(patcher):
     info = getattr(getattr(patcher, "model", None), "info", None)
     if not isinstance(info, ModelInfo):
-        raise InputError("expected a PERSONALIVE_MODEL from the 'Load PersonaLive Model' node, "
-                         f"got {type(patcher).__name__}")
+        raise InputError(
+            f"expected a PERSONALIVE_MODEL from the 'Load PersonaLive Model' node, got {type(patcher).__name__}"
+        )
     return info
 
 
@@ -112,8 +124,15 @@ def load_networks(patcher, size=512):
     info = model_info(patcher)
     mm.load_models_gpu([patcher], memory_required=activation_memory(size, info.dtype), force_full_load=True)
     n = patcher.model
-    return PersonaLiveModels(n.denoising_unet, n.reference_unet, n.pose_guider, n.motion_encoder,
-                             n.motion_extractor, image_encoder=None, vae=None)
+    return PersonaLiveModels(
+        n.denoising_unet,
+        n.reference_unet,
+        n.pose_guider,
+        n.motion_encoder,
+        n.motion_extractor,
+        image_encoder=None,
+        vae=None,
+    )
 
 
 def weight_sets():
@@ -134,6 +153,7 @@ def weight_sets():
 def progress_preview(frame):
     """A generated frame (H, W, 3) in [0, 1] → the preview a progress bar shows next to its count."""
     from PIL import Image
+
     return "JPEG", Image.fromarray(image_to_uint8(frame)), PREVIEW_SIZE
 
 
@@ -146,16 +166,22 @@ def check_compatible(model, reference=None, motion=None):
     info = model_info(model)
     for what, item in (("reference", reference), ("motion", motion)):
         if item is not None and item.model_key != info.key:
-            raise InputError(f"the PersonaLive {what} was made with another model or precision than the one "
-                             "connected to this node; connect the same 'Load PersonaLive Model' output everywhere")
+            raise InputError(
+                f"the PersonaLive {what} was made with another model or precision than the one "
+                "connected to this node; connect the same 'Load PersonaLive Model' output everywhere"
+            )
     if reference is not None and motion is not None:
         if reference.size != motion.size:
-            raise InputError(f"the reference was encoded at size {reference.size} but the motion extracted at "
-                             f"size {motion.size}; use the same size in both nodes")
+            raise InputError(
+                f"the reference was encoded at size {reference.size} but the motion extracted at "
+                f"size {motion.size}; use the same size in both nodes"
+            )
         if reference.fingerprint != motion.fingerprint:
-            raise InputError("the motion was extracted against a different reference picture (or resize mode) "
-                             "than the encoded reference; connect the same reference IMAGE and resize mode "
-                             "to 'PersonaLive Encode Reference' and 'PersonaLive Extract Motion'")
+            raise InputError(
+                "the motion was extracted against a different reference picture (or resize mode) "
+                "than the encoded reference; connect the same reference IMAGE and resize mode "
+                "to 'PersonaLive Encode Reference' and 'PersonaLive Extract Motion'"
+            )
     return info
 
 
@@ -169,6 +195,7 @@ def stream_config(model, options, base):
     """The StreamConfig of a streaming node: its config inputs over `base`, compiled when the model was
     loaded with compile on."""
     from .options import node_config
+
     config = node_config(options, base)
     return config.replace(compile=True) if model_info(model).compile else config
 

@@ -1,12 +1,20 @@
 """PersonaLive Encode Reference: the portrait → PERSONALIVE_REFERENCE (CLIP context, VAE latents,
 reference-attention tokens), computed once and reused by every sampler run."""
+
 import torch
 
 from comfy_api.latest import io
 
 from ..personalive_core.pipelines import encode_reference, prepare_reference
-from .common import (CATEGORY, SAME_VALUE, EncodedReference, PersonaLiveModel, PersonaLiveReference, load_networks,
-                     model_info)
+from .common import (
+    CATEGORY,
+    SAME_VALUE,
+    EncodedReference,
+    PersonaLiveModel,
+    PersonaLiveReference,
+    load_networks,
+    model_info,
+)
 from .host_models import check_vae, image_embedder
 from .options import config_inputs, node_config
 
@@ -19,17 +27,23 @@ class PersonaLiveEncodeReference(io.ComfyNode):
             display_name="PersonaLive Encode Reference",
             category=CATEGORY,
             description="Encodes the reference portrait once: CLIP image embedding, VAE latents and the reference "
-                        "UNet's attention tokens. Reused across runs while its inputs stay the same.",
+            "UNet's attention tokens. Reused across runs while its inputs stay the same.",
             inputs=[
                 PersonaLiveModel.Input("model", tooltip="From 'Load PersonaLive Model'."),
-                io.ClipVision.Input("clip_vision", tooltip="The sd-image-variations image encoder (CLIP ViT-L/14, "
-                                                           "768-d projection) from 'Load CLIP Vision'."),
+                io.ClipVision.Input(
+                    "clip_vision",
+                    tooltip="The sd-image-variations image encoder (CLIP ViT-L/14, "
+                    "768-d projection) from 'Load CLIP Vision'.",
+                ),
                 io.Vae.Input("vae", tooltip="An SD 1.x VAE (sd-vae-ft-mse) from 'Load VAE'."),
                 io.Image.Input("image", tooltip="The reference portrait (one image)."),
                 *config_inputs("size", "resize", notes={"size": SAME_VALUE, "resize": SAME_VALUE}),
             ],
-            outputs=[PersonaLiveReference.Output(display_name="reference",
-                                                 tooltip="The encoded reference for 'PersonaLive Stream Sampler'.")],
+            outputs=[
+                PersonaLiveReference.Output(
+                    display_name="reference", tooltip="The encoded reference for 'PersonaLive Stream Sampler'."
+                )
+            ],
         )
 
     @classmethod

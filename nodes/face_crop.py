@@ -6,6 +6,7 @@ the square around it at the generation size and passes on where each crop came f
 (PERSONALIVE_CROP). Paste Back warps generated frames back into the original pictures with a
 feathered round mask; outside the mask the originals are untouched.
 """
+
 import torch
 
 import comfy.model_management as mm
@@ -13,8 +14,15 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..personalive_core import InputError
-from ..personalive_core.pipelines import (DETECTORS, FaceCrops, check_originals, crop_boxes, cut_face, paste_face,
-                                          paste_plan)
+from ..personalive_core.pipelines import (
+    DETECTORS,
+    FaceCrops,
+    check_originals,
+    crop_boxes,
+    cut_face,
+    paste_face,
+    paste_plan,
+)
 from .common import CATEGORY, log
 from .options import config_inputs, node_config
 
@@ -29,8 +37,10 @@ def _frame(image, i):
 
 def _check_batch(image, name):
     if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[-1] < 3 or image.shape[0] == 0:
-        raise InputError(f"{name}: expected an IMAGE (batch, height, width, channels), got "
-                         f"{getattr(image, 'shape', type(image).__name__)}")
+        raise InputError(
+            f"{name}: expected an IMAGE (batch, height, width, channels), got "
+            f"{getattr(image, 'shape', type(image).__name__)}"
+        )
 
 
 class PersonaLiveCropFace(io.ComfyNode):
@@ -41,27 +51,41 @@ class PersonaLiveCropFace(io.ComfyNode):
             display_name="PersonaLive Crop Face",
             category=CATEGORY,
             description="Finds the face in each image (any size or aspect ratio) and cuts the square around it at "
-                        "the generation size, framed as PersonaLive was trained. For a batch of video frames the "
-                        "face is tracked and its box smoothed; images without a face reuse the last box (the "
-                        "centred square before the first face) and are listed in the log.",
+            "the generation size, framed as PersonaLive was trained. For a batch of video frames the "
+            "face is tracked and its box smoothed; images without a face reuse the last box (the "
+            "centred square before the first face) and are listed in the log.",
             inputs=[
                 io.Image.Input("image", tooltip="A picture (the reference portrait) or a batch of video frames."),
                 *config_inputs("size", "crop_scale"),
-                io.Float.Input("shift", default=0.0, min=-0.5, max=0.5, step=0.01,
-                               tooltip="Moves the crop up (positive) or down by this fraction of the face height."),
-                io.Boolean.Input("smoothing", default=True,
-                                 tooltip="For batches: track the face across the frames and smooth its box (no "
-                                         "jitter, outlier detections ignored). Off: every image on its own."),
-                io.Combo.Input("detector", options=list(DETECTORS), default="auto",
-                               tooltip="Face detector: 'cascade' = OpenCV's Haar cascades (when this OpenCV "
-                                       "bundles them), 'template' = the built-in detector, 'auto' = cascade "
-                                       "where available."),
+                io.Float.Input(
+                    "shift",
+                    default=0.0,
+                    min=-0.5,
+                    max=0.5,
+                    step=0.01,
+                    tooltip="Moves the crop up (positive) or down by this fraction of the face height.",
+                ),
+                io.Boolean.Input(
+                    "smoothing",
+                    default=True,
+                    tooltip="For batches: track the face across the frames and smooth its box (no "
+                    "jitter, outlier detections ignored). Off: every image on its own.",
+                ),
+                io.Combo.Input(
+                    "detector",
+                    options=list(DETECTORS),
+                    default="auto",
+                    tooltip="Face detector: 'cascade' = OpenCV's Haar cascades (when this OpenCV "
+                    "bundles them), 'template' = the built-in detector, 'auto' = cascade "
+                    "where available.",
+                ),
             ],
             outputs=[
                 io.Image.Output(display_name="crops", tooltip="The square face crops, size × size, one per image."),
-                PersonaLiveCrop.Output(display_name="crop_info",
-                                       tooltip="Where every crop came from, for 'PersonaLive Paste Back' or "
-                                               "'PersonaLive Render Video'."),
+                PersonaLiveCrop.Output(
+                    display_name="crop_info",
+                    tooltip="Where every crop came from, for 'PersonaLive Paste Back' or 'PersonaLive Render Video'.",
+                ),
             ],
         )
 
@@ -100,18 +124,25 @@ class PersonaLivePasteBack(io.ComfyNode):
             display_name="PersonaLive Paste Back",
             category=CATEGORY,
             description="Warps generated square frames back into the original pictures they were cropped from, "
-                        "at the originals' size, blended with a feathered round mask; pixels outside the mask are "
-                        "exactly the original's. One original (the reference portrait) for all frames, or one "
-                        "original per generated frame (the driving video).",
+            "at the originals' size, blended with a feathered round mask; pixels outside the mask are "
+            "exactly the original's. One original (the reference portrait) for all frames, or one "
+            "original per generated frame (the driving video).",
             inputs=[
                 io.Image.Input("images", tooltip="Generated frames (e.g. from 'PersonaLive Stream Sampler')."),
-                PersonaLiveCrop.Input("crop_info", tooltip="From the 'PersonaLive Crop Face' that cut the original(s)."),
-                io.Image.Input("original", tooltip="The picture(s) 'PersonaLive Crop Face' got: one image, or one per "
-                                                   "generated frame."),
+                PersonaLiveCrop.Input(
+                    "crop_info", tooltip="From the 'PersonaLive Crop Face' that cut the original(s)."
+                ),
+                io.Image.Input(
+                    "original",
+                    tooltip="The picture(s) 'PersonaLive Crop Face' got: one image, or one per generated frame.",
+                ),
                 *config_inputs("feather"),
             ],
-            outputs=[io.Image.Output(display_name="images",
-                                     tooltip="The frames pasted into the original(s), at the original size.")],
+            outputs=[
+                io.Image.Output(
+                    display_name="images", tooltip="The frames pasted into the original(s), at the original size."
+                )
+            ],
         )
 
     @classmethod
@@ -119,7 +150,9 @@ class PersonaLivePasteBack(io.ComfyNode):
         _check_batch(images, "images")
         _check_batch(original, "original")
         if not isinstance(crop_info, FaceCrops):
-            raise InputError(f"crop_info: expected the output of 'PersonaLive Crop Face', got {type(crop_info).__name__}")
+            raise InputError(
+                f"crop_info: expected the output of 'PersonaLive Crop Face', got {type(crop_info).__name__}"
+            )
         feather = node_config(options).framing.feather
         n = images.shape[0]
         plan = paste_plan(n, len(crop_info.infos), original.shape[0])

@@ -1,6 +1,7 @@
 """Node inputs generated from the core's config: one input per config field, named as the field, with
 its default, bounds, step, choices and help (the tooltip), so a node repeats none of them; and the
 values a node got, back into a StreamConfig (`node_config`), validated there."""
+
 from comfy_api.latest import io
 
 from ..personalive_core import StreamConfig, fields_of, preset
@@ -18,8 +19,11 @@ def config_inputs(*names, base=RENDER, notes=None, optional=()):
     inputs = []
     for name, info in fields_of(StreamConfig, names).items():
         spec = info.spec
-        kw = {"default": current[name], "tooltip": " ".join(filter(None, [spec.help, notes.get(name)])),
-              "optional": name in optional}
+        kw = {
+            "default": current[name],
+            "tooltip": " ".join(filter(None, [spec.help, notes.get(name)])),
+            "optional": name in optional,
+        }
         if spec.choices:
             inputs.append(io.Combo.Input(name, options=list(spec.choices), **kw))
         elif info.type is bool:

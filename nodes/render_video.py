@@ -6,6 +6,7 @@ the VAE, optionally pasted back into the original footage, and appended to an H.
 output/ (fragmented: a cancelled run leaves a playable file). The driving audio is added at the end.
 The returned VIDEO is backed by that file.
 """
+
 import os
 import shutil
 import tempfile
@@ -18,13 +19,31 @@ import folder_paths
 from comfy_api.latest import InputImpl, io, ui
 
 from ..personalive_core import InputError
-from ..personalive_core.pipelines import (DrivingSource, Output, Reframer, chunks_needed, host_decoder, image_to_uint8,
-                                          render_footage)
-from .common import (CATEGORY, EncodedReference, PersonaLiveModel, PersonaLiveReference, check_compatible, expect,
-                     load_networks, log, progress_preview, stream_config)
+from ..personalive_core.pipelines import (
+    DrivingSource,
+    Output,
+    Reframer,
+    chunks_needed,
+    host_decoder,
+    image_to_uint8,
+    render_footage,
+)
+from .common import (
+    CATEGORY,
+    EncodedReference,
+    PersonaLiveModel,
+    PersonaLiveReference,
+    check_compatible,
+    expect,
+    load_networks,
+    log,
+    progress_preview,
+    stream_config,
+)
 from .face_crop import FaceCrops, PersonaLiveCrop
 from .host_models import check_vae
 from .options import RENDER, config_inputs
+
 
 class PersonaLiveRenderVideo(io.ComfyNode):
     @classmethod
@@ -34,41 +53,69 @@ class PersonaLiveRenderVideo(io.ComfyNode):
             display_name="PersonaLive Render Video",
             category=CATEGORY,
             description="Animates the reference with a driving VIDEO of any length, size and aspect and writes the "
-                        "result straight to an mp4 in output/ (with the driving audio): frames are read, rendered, "
-                        "decoded, optionally pasted back and written chunk by chunk, so memory does not grow with "
-                        "the video. Optional face crop of the driving frames and paste-back into the original "
-                        "reference picture or the original driving frames.",
+            "result straight to an mp4 in output/ (with the driving audio): frames are read, rendered, "
+            "decoded, optionally pasted back and written chunk by chunk, so memory does not grow with "
+            "the video. Optional face crop of the driving frames and paste-back into the original "
+            "reference picture or the original driving frames.",
             inputs=[
                 PersonaLiveModel.Input("model", tooltip="From 'Load PersonaLive Model'."),
-                PersonaLiveReference.Input("reference",
-                                           tooltip="From 'PersonaLive Encode Reference'. For real photos encode the "
-                                                   "face crop of 'PersonaLive Crop Face' (size = its size)."),
+                PersonaLiveReference.Input(
+                    "reference",
+                    tooltip="From 'PersonaLive Encode Reference'. For real photos encode the "
+                    "face crop of 'PersonaLive Crop Face' (size = its size).",
+                ),
                 io.Vae.Input("vae", tooltip="The SD 1.x VAE (sd-vae-ft-mse) that decodes each finished chunk."),
-                io.Video.Input("video", tooltip="The driving video (e.g. from 'Load Video'). A video loaded from a "
-                                                "file is decoded one frame at a time."),
-                *config_inputs("seed", "crop", "paste_into", "crop_scale", "feather", "max_frames",
-                               "keyframe_threshold", "max_keyframes",
-                               notes={"paste_into": "For 'reference' connect reference_crop and reference_image.",
-                                      "crop_scale": "Use the same value as for the reference crop."}),
-                io.String.Input("filename_prefix", default="PersonaLive/render",
-                                tooltip="Where the mp4 goes, relative to ComfyUI's output folder."),
+                io.Video.Input(
+                    "video",
+                    tooltip="The driving video (e.g. from 'Load Video'). A video loaded from a "
+                    "file is decoded one frame at a time.",
+                ),
+                *config_inputs(
+                    "seed",
+                    "crop",
+                    "paste_into",
+                    "crop_scale",
+                    "feather",
+                    "max_frames",
+                    "keyframe_threshold",
+                    "max_keyframes",
+                    notes={
+                        "paste_into": "For 'reference' connect reference_crop and reference_image.",
+                        "crop_scale": "Use the same value as for the reference crop.",
+                    },
+                ),
+                io.String.Input(
+                    "filename_prefix",
+                    default="PersonaLive/render",
+                    tooltip="Where the mp4 goes, relative to ComfyUI's output folder.",
+                ),
                 *config_inputs("expression", "head_pose", "smoothness"),
-                PersonaLiveCrop.Input("reference_crop", optional=True,
-                                      tooltip="For paste_into 'reference': the crop_info of the 'PersonaLive Crop "
-                                              "Face' that cut the reference picture."),
-                io.Image.Input("reference_image", optional=True,
-                               tooltip="For paste_into 'reference': the original reference picture (what "
-                                       "'PersonaLive Crop Face' got)."),
+                PersonaLiveCrop.Input(
+                    "reference_crop",
+                    optional=True,
+                    tooltip="For paste_into 'reference': the crop_info of the 'PersonaLive Crop "
+                    "Face' that cut the reference picture.",
+                ),
+                io.Image.Input(
+                    "reference_image",
+                    optional=True,
+                    tooltip="For paste_into 'reference': the original reference picture (what "
+                    "'PersonaLive Crop Face' got).",
+                ),
             ],
-            outputs=[io.Video.Output(display_name="video",
-                                     tooltip="The rendered video, backed by the mp4 written in output/.")],
+            outputs=[
+                io.Video.Output(
+                    display_name="video", tooltip="The rendered video, backed by the mp4 written in output/."
+                )
+            ],
             is_output_node=True,
         )
 
     @classmethod
     @torch.no_grad()
-    def execute(cls, model, reference, vae, video, filename_prefix, reference_crop=None, reference_image=None,
-                **options) -> io.NodeOutput:
+    def execute(
+        cls, model, reference, vae, video, filename_prefix, reference_crop=None, reference_image=None, **options
+    ) -> io.NodeOutput:
         expect(reference, EncodedReference, "reference", "PersonaLive Encode Reference")
         check_compatible(model, reference)
         check_vae(vae)
@@ -76,11 +123,15 @@ class PersonaLiveRenderVideo(io.ComfyNode):
         reframer = Reframer(config, log=log.warning)
         if config.framing.paste_into == "reference":
             if not isinstance(reference_crop, FaceCrops) or reference_image is None:
-                raise InputError("paste_into 'reference' needs 'reference_crop' (crop_info of 'PersonaLive Crop "
-                                 "Face' on the reference picture) and 'reference_image' (that picture) connected")
+                raise InputError(
+                    "paste_into 'reference' needs 'reference_crop' (crop_info of 'PersonaLive Crop "
+                    "Face' on the reference picture) and 'reference_image' (that picture) connected"
+                )
             if len(reference_crop) != 1 or reference_image.shape[0] != 1:
-                raise InputError(f"reference_crop / reference_image: expected one picture, got "
-                                 f"{len(reference_crop)} crop infos and {reference_image.shape[0]} images")
+                raise InputError(
+                    f"reference_crop / reference_image: expected one picture, got "
+                    f"{len(reference_crop)} crop infos and {reference_image.shape[0]} images"
+                )
             reframer.set_reference_crop(image_to_uint8(reference_image[0]), reference_crop.infos[0])
         scratch = tempfile.mkdtemp(prefix="personalive-", dir=folder_paths.get_temp_directory())
         try:
@@ -94,7 +145,8 @@ class PersonaLiveRenderVideo(io.ComfyNode):
         driving = DrivingSource(video, config.max_frames, name="video", log=log.warning)
         total = chunks_needed(driving.estimate) if driving.estimate else None
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), size, size)
+            filename_prefix, folder_paths.get_output_directory(), size, size
+        )
         file = f"{name}_{counter:05}_.mp4"
         path = os.path.join(folder, file)
         m = load_networks(model, size)
@@ -114,5 +166,6 @@ class PersonaLiveRenderVideo(io.ComfyNode):
         finally:
             if reframer.report():
                 log.warning(f"PersonaLive Render Video: {reframer.report()}")
-        return io.NodeOutput(InputImpl.VideoFromFile(path),
-                             ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))
+        return io.NodeOutput(
+            InputImpl.VideoFromFile(path), ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)])
+        )

@@ -1,5 +1,6 @@
 """PersonaLive Stream Sampler: reference + motion → frames, streamed chunk by chunk (4 frames per
 denoiser pass), each chunk decoded as soon as it leaves the window."""
+
 import torch
 
 import comfy.model_management as mm
@@ -7,8 +8,19 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..personalive_core.pipelines import WARMUP, host_decoder, sample_motion, unscaled
-from .common import (CATEGORY, EncodedReference, MotionBundle, PersonaLiveModel, PersonaLiveMotion,
-                     PersonaLiveReference, check_compatible, expect, load_networks, progress_preview, stream_config)
+from .common import (
+    CATEGORY,
+    EncodedReference,
+    MotionBundle,
+    PersonaLiveModel,
+    PersonaLiveMotion,
+    PersonaLiveReference,
+    check_compatible,
+    expect,
+    load_networks,
+    progress_preview,
+    stream_config,
+)
 from .host_models import check_vae
 from .options import RENDER, config_inputs
 
@@ -21,20 +33,24 @@ class PersonaLiveStreamSampler(io.ComfyNode):
             display_name="PersonaLive Stream Sampler",
             category=CATEGORY,
             description="Animates the reference with the extracted motion: micro-chunk streaming (4 frames in, 4 "
-                        "frames out per pass, 4 denoising steps in flight), historical keyframes, one output frame "
-                        "per driving frame. Memory stays flat apart from the output frames.",
+            "frames out per pass, 4 denoising steps in flight), historical keyframes, one output frame "
+            "per driving frame. Memory stays flat apart from the output frames.",
             inputs=[
                 PersonaLiveModel.Input("model", tooltip="From 'Load PersonaLive Model'."),
                 PersonaLiveReference.Input("reference", tooltip="From 'PersonaLive Encode Reference'."),
-                PersonaLiveMotion.Input("motion", tooltip="From 'PersonaLive Extract Motion' (same reference "
-                                                          "picture, size and resize mode)."),
+                PersonaLiveMotion.Input(
+                    "motion",
+                    tooltip="From 'PersonaLive Extract Motion' (same reference picture, size and resize mode).",
+                ),
                 io.Vae.Input("vae", tooltip="The SD 1.x VAE (sd-vae-ft-mse) that decodes each finished chunk."),
                 *config_inputs("seed", "keyframe_threshold", "max_keyframes", "keep_warmup"),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="The animated frames, size × size."),
-                io.Latent.Output(display_name="latent", tooltip="The same frames as SD latents (unscaled, what "
-                                                                "'VAE Decode' expects)."),
+                io.Latent.Output(
+                    display_name="latent",
+                    tooltip="The same frames as SD latents (unscaled, what 'VAE Decode' expects).",
+                ),
             ],
         )
 
@@ -63,8 +79,8 @@ class PersonaLiveStreamSampler(io.ComfyNode):
         for k, kept in enumerate(stream):
             if len(kept):  # chunks holding only warm-up or padding frames are skipped, not decoded
                 frames = decode(kept)
-                images[done:done + len(kept)] = frames.to(device)
-                latents[done:done + len(kept)] = unscaled(kept).float().to(device)
+                images[done : done + len(kept)] = frames.to(device)
+                latents[done : done + len(kept)] = unscaled(kept).float().to(device)
                 done += len(kept)
                 bar.update_absolute(k + 1, total, progress_preview(frames[-1]))
             else:

@@ -91,7 +91,7 @@ def _check(info: FieldInfo, value: Any) -> Any:
     expected = info.type
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if expected is bool and not isinstance(value, bool) or expected is not bool and isinstance(value, bool):
+    if (expected is bool and not isinstance(value, bool)) or (expected is not bool and isinstance(value, bool)):
         raise ConfigError(name, f"{name} {value!r}: must be {_kind(info)}")
     if not isinstance(value, expected):
         raise ConfigError(name, f"{name} {value!r}: must be {_kind(info)}")
@@ -118,9 +118,12 @@ def _number(x: float) -> str:
 
 
 def _bounds(spec: Spec) -> str:
-    if spec.min is not None and spec.max is not None:
-        return f"between {_number(spec.min)} and {_number(spec.max)}"
-    return f"at least {_number(spec.min)}" if spec.min is not None else f"at most {_number(spec.max)}"
+    lo, hi = spec.min, spec.max
+    if lo is not None and hi is not None:
+        return f"between {_number(lo)} and {_number(hi)}"
+    if lo is not None:
+        return f"at least {_number(lo)}"
+    return f"at most {_number(hi)}" if hi is not None else "any number"
 
 
 P = TypeVar("P", bound="Part")
@@ -138,7 +141,7 @@ class Part:
     def to_dict(self) -> dict[str, Any]:
         """Every leaf field, flat: {name: value}."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             out.update(value.to_dict() if isinstance(value, Part) else {f.name: value})
         return out
@@ -192,7 +195,7 @@ def _apply(config: P, values: dict[str, Any]) -> P:
         if name not in known:
             _unknown(name, known)
     changes: dict[str, Any] = {}
-    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+    for f in dataclasses.fields(config):
         current = getattr(config, f.name)
         if isinstance(current, Part):
             mine = {k: values[k] for k in fields_of(type(current)) if k in values}
@@ -200,7 +203,7 @@ def _apply(config: P, values: dict[str, Any]) -> P:
                 changes[f.name] = _apply(current, mine)
         elif f.name in values:
             changes[f.name] = values[f.name]
-    return dataclasses.replace(config, **changes) if changes else config  # type: ignore[type-var]
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 # -- the parts ---------------------------------------------------------------------------------------
@@ -208,10 +211,14 @@ def _apply(config: P, values: dict[str, Any]) -> P:
 
 @dataclass(frozen=True)
 class Precision(Part):
-    device: str = option("auto", "Compute device: auto = CUDA when available, else the CPU.",
-                         choices=("auto", "cpu", "cuda"))
-    dtype: str = option("auto", "Weight and compute dtype: auto = fp16 on CUDA, fp32 on the CPU. fp16 needs a GPU.",
-                        choices=("auto", "fp32", "fp16", "bf16"))
+    device: str = option(
+        "auto", "Compute device: auto = CUDA when available, else the CPU.", choices=("auto", "cpu", "cuda")
+    )
+    dtype: str = option(
+        "auto",
+        "Weight and compute dtype: auto = fp16 on CUDA, fp32 on the CPU. fp16 needs a GPU.",
+        choices=("auto", "fp32", "fp16", "bf16"),
+    )
 
     def resolve_device(self) -> str:
         """The device name this precision runs on ("cpu" or "cuda")."""
@@ -239,33 +246,61 @@ DTYPE_NAMES = ("fp32", "fp16", "bf16")
 
 @dataclass(frozen=True)
 class SpeedOptions(Part):
-    channels_last: bool | None = option(None, "Models in channels-last memory format (auto: on for the CPU).",
-                                        auto=True)
+    channels_last: bool | None = option(
+        None, "Models in channels-last memory format (auto: on for the CPU).", auto=True
+    )
     onednn_linear: bool | None = option(
-        None, "CPU float32: the linear layers through oneDNN instead of the BLAS (about 2x faster on AMD CPUs; "
-        "auto: on for CPU float32).", auto=True)
+        None,
+        "CPU float32: the linear layers through oneDNN instead of the BLAS (about 2x faster on AMD CPUs; "
+        "auto: on for CPU float32).",
+        auto=True,
+    )
     reuse_memory: bool | None = option(
-        None, "CPU, Linux: the process keeps freed memory for the next layers instead of returning it to the "
-        "system, which re-zeroes it at every allocation (auto: on for the CPU; a process setting).", auto=True)
+        None,
+        "CPU, Linux: the process keeps freed memory for the next layers instead of returning it to the "
+        "system, which re-zeroes it at every allocation (auto: on for the CPU; a process setting).",
+        auto=True,
+    )
     cudnn_benchmark: bool | None = option(
-        None, "CUDA: cuDNN times its convolution algorithms once per shape and keeps the fastest "
-        "(auto: on for CUDA; a process setting).", auto=True)
+        None,
+        "CUDA: cuDNN times its convolution algorithms once per shape and keeps the fastest "
+        "(auto: on for CUDA; a process setting).",
+        auto=True,
+    )
     compile: bool = option(
-        False, "torch.compile the chunk step (denoiser + DDIM step, pose guider) with fixed shapes; CUDA graphs on "
+        False,
+        "torch.compile the chunk step (denoiser + DDIM step, pose guider) with fixed shapes; CUDA graphs on "
         "a GPU. The first chunk compiles (minutes the first time, faster from the compiler's cache), then no "
-        "recompiles, keyframes included. Frames equal the plain path's to float rounding. Off: plain PyTorch.")
-    static_step: bool = option(False, "Fixed shapes from the first chunk on: keyframe slots preallocated and masked "
-                                      "(implied by compile).")
-    sdpa: str = option("auto", "Attention kernel to prefer (auto: torch's choice; a process setting).",
-                       choices=("auto", "flash", "efficient", "cudnn", "math"))
-    fp8_linear: bool = option(False, "Hopper-class GPUs (sm_90+): the denoising UNet's linear layers in fp8 with "
-                                     "per-tensor scales (changes the frames); ignored elsewhere.")
-    cache_reference_kv: bool = option(True, "Project the reference tokens to keys/values once per reference and "
-                                            "keyframe instead of at every chunk (same numbers, less work).")
-    compile_backend: str = option("inductor", "torch.compile backend (eager or aot_eager test the wiring without "
-                                              "code generation).", choices=("inductor", "eager", "aot_eager"))
-    freeze_weights: bool = option(True, "CPU compile: fold the weights into the graph as constants (prepacked once). "
-                                        "Off where a host moves, offloads or patches the weights (ComfyUI).")
+        "recompiles, keyframes included. Frames equal the plain path's to float rounding. Off: plain PyTorch.",
+    )
+    static_step: bool = option(
+        False, "Fixed shapes from the first chunk on: keyframe slots preallocated and masked (implied by compile)."
+    )
+    sdpa: str = option(
+        "auto",
+        "Attention kernel to prefer (auto: torch's choice; a process setting).",
+        choices=("auto", "flash", "efficient", "cudnn", "math"),
+    )
+    fp8_linear: bool = option(
+        False,
+        "Hopper-class GPUs (sm_90+): the denoising UNet's linear layers in fp8 with "
+        "per-tensor scales (changes the frames); ignored elsewhere.",
+    )
+    cache_reference_kv: bool = option(
+        True,
+        "Project the reference tokens to keys/values once per reference and "
+        "keyframe instead of at every chunk (same numbers, less work).",
+    )
+    compile_backend: str = option(
+        "inductor",
+        "torch.compile backend (eager or aot_eager test the wiring without code generation).",
+        choices=("inductor", "eager", "aot_eager"),
+    )
+    freeze_weights: bool = option(
+        True,
+        "CPU compile: fold the weights into the graph as constants (prepacked once). "
+        "Off where a host moves, offloads or patches the weights (ComfyUI).",
+    )
 
     def resolve(self, device: str, dtype: Any) -> SpeedOptions:
         """The options left on auto (None) decided for `device`/`dtype`: on the CPU channels-last, memory
@@ -274,8 +309,12 @@ class SpeedOptions(Part):
         import torch
 
         cpu = device == "cpu"
-        auto = {"channels_last": cpu, "onednn_linear": cpu and dtype == torch.float32, "reuse_memory": cpu,
-                "cudnn_benchmark": device == "cuda"}
+        auto = {
+            "channels_last": cpu,
+            "onednn_linear": cpu and dtype == torch.float32,
+            "reuse_memory": cpu,
+            "cudnn_benchmark": device == "cuda",
+        }
         return self.replace(**{k: v for k, v in auto.items() if getattr(self, k) is None})
 
     @property
@@ -287,27 +326,53 @@ class SpeedOptions(Part):
 @dataclass(frozen=True)
 class Keyframes(Part):
     keyframe_threshold: float = option(
-        17.0, "Historical keyframes: a finished frame whose motion is farther than this (L2 over its motion tokens) "
-        "from every stored keyframe becomes an extra reference. Official: 17.", min=0.0, max=1000.0, step=0.5)
-    max_keyframes: int = option(3, "At most this many historical keyframes (0 = off). Official: 3.", min=0, max=16,
-                                step=1)
-    first_keyframe_chunk: int = option(9, "0-based index of the first chunk tested for a keyframe "
-                                          "(official: after 9 chunks).", min=0, max=1_000_000, step=1)
+        17.0,
+        "Historical keyframes: a finished frame whose motion is farther than this (L2 over its motion tokens) "
+        "from every stored keyframe becomes an extra reference. Official: 17.",
+        min=0.0,
+        max=1000.0,
+        step=0.5,
+    )
+    max_keyframes: int = option(
+        3, "At most this many historical keyframes (0 = off). Official: 3.", min=0, max=16, step=1
+    )
+    first_keyframe_chunk: int = option(
+        9,
+        "0-based index of the first chunk tested for a keyframe (official: after 9 chunks).",
+        min=0,
+        max=1_000_000,
+        step=1,
+    )
 
 
 @dataclass(frozen=True)
 class MotionControls(Part):
     expression: float = option(
-        1.0, "Expression strength α: the face-motion tokens become reference + α·(driving − reference). 1 = as "
-        "driven (official), 0 = the reference's own expression, above 1 exaggerates.", min=0.0, max=2.0, step=0.05)
+        1.0,
+        "Expression strength α: the face-motion tokens become reference + α·(driving − reference). 1 = as "
+        "driven (official), 0 = the reference's own expression, above 1 exaggerates.",
+        min=0.0,
+        max=2.0,
+        step=0.05,
+    )
     head_pose: float = option(
-        1.0, "Head-pose strength β on the 3D keypoints: rotation and translation become reference + "
+        1.0,
+        "Head-pose strength β on the 3D keypoints: rotation and translation become reference + "
         "β·(driving − reference) (translation relative to the first driving frame). 1 = as driven (official), "
-        "0 = the head stays in the reference pose while the expression still follows.", min=0.0, max=2.0, step=0.05)
+        "0 = the head stays in the reference pose while the expression still follows.",
+        min=0.0,
+        max=2.0,
+        step=0.05,
+    )
     smoothness: float = option(
-        0.0, "Temporal smoothing of head pose and expression (causal one-euro filter, so it works live): 0 = off, "
+        0.0,
+        "Temporal smoothing of head pose and expression (causal one-euro filter, so it works live): 0 = off, "
         "0.5 removes about half the jitter with a lag of about 1 frame, 1 = strongest (lag up to about 4 frames on "
-        "slow motion).", min=0.0, max=1.0, step=0.05)
+        "slow motion).",
+        min=0.0,
+        max=1.0,
+        step=0.05,
+    )
 
     @property
     def identity(self) -> bool:
@@ -324,40 +389,70 @@ DEFAULT_CROP_SCALE = 1.75  # the median crop/face ratio of PersonaLive's own dem
 @dataclass(frozen=True)
 class Framing(Part):
     crop: str = option(
-        "center", "How driving frames become square: 'center' = the centred square, resized; 'auto' = the square "
-        "around the tracked, smoothed face (any framing, any aspect). Frames without a face reuse the last box.",
-        choices=CROP_MODES)
+        "center",
+        "How driving (live: camera) frames become square: 'center' = the centred square, resized; 'auto' = "
+        "the square around the tracked, smoothed face (any framing, any aspect). Frames without a face reuse the "
+        "last box. Live streams default to 'auto'.",
+        choices=CROP_MODES,
+    )
     paste_into: str = option(
-        "none", "'none': output the generated squares. 'reference': paste every frame back into the original "
-        "reference picture. 'driving': into the original driving frames (needs crop 'auto'). The output then has "
-        "that picture's size.", choices=PASTE_TARGETS)
-    crop_scale: float = option(DEFAULT_CROP_SCALE, "With crop 'auto': crop side / detected face side (1.75 = the "
-                                                   "training framing).", min=1.0, max=4.0, step=0.05)
-    feather: float = option(0.2, "Paste-back: width of the mask's soft edge as a fraction of the crop radius.",
-                            min=0.01, max=1.0, step=0.01)
+        "none",
+        "'none': output the generated squares. 'reference': paste every frame back into the original "
+        "reference picture. 'driving': into the original driving (live: camera) frames (needs crop 'auto'). The "
+        "output then has that picture's size.",
+        choices=PASTE_TARGETS,
+    )
+    crop_scale: float = option(
+        DEFAULT_CROP_SCALE,
+        "With crop 'auto': crop side / detected face side (1.75 = the training framing).",
+        min=1.0,
+        max=4.0,
+        step=0.05,
+    )
+    feather: float = option(
+        0.2, "Paste-back: width of the mask's soft edge as a fraction of the crop radius.", min=0.01, max=1.0, step=0.01
+    )
     resize: str = option(
-        "stretch", "How a reference that is not face-cropped becomes square: 'stretch' resizes the whole picture "
+        "stretch",
+        "How a reference that is not face-cropped becomes square: 'stretch' resizes the whole picture "
         "(as the official code does), 'center crop' cuts the centred square first. Use the same value wherever "
-        "the same reference is encoded.", choices=RESIZE_MODES)
+        "the same reference is encoded.",
+        choices=RESIZE_MODES,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.paste_into == "driving" and self.crop != "auto":
-            raise ConfigError("paste_into", "paste_into 'driving' needs crop 'auto' (the paste-back warps the "
-                                            "driving face crops back into their frames)")
+            raise ConfigError(
+                "paste_into",
+                "paste_into 'driving' needs crop 'auto' (the paste-back warps the "
+                "driving face crops back into their frames)",
+            )
 
 
 @dataclass(frozen=True)
 class StreamConfig(Part):
-    size: int = option(512, "Generation size in pixels (square, multiple of 64). PersonaLive was trained at 512; "
-                            "256 runs about 4x faster.", min=64, max=2048, step=64, multiple_of=64)
+    size: int = option(
+        512,
+        "Generation size in pixels (square, multiple of 64). PersonaLive was trained at 512; 256 runs about 4x faster.",
+        min=64,
+        max=2048,
+        step=64,
+        multiple_of=64,
+    )
     seed: int = option(0, "Seed of the noise stream (one CPU generator).", min=0, max=SEED_MAX)
     max_frames: int = option(0, "Use only the first N driving frames (0 = all).", min=0, max=100_000_000)
-    keep_warmup: bool = option(False, "Also output the 12 warm-up frames (the reference easing into the first "
-                                      "driving pose) before the driven frames, as the official online path emits "
-                                      "them. Off: exactly one frame per driving frame.")
-    official_quirks: bool = option(True, "Reproduce the official code's fp16 roundings (reference tokens, noise "
-                                         "coefficients), needed for frame-exact parity.")
+    keep_warmup: bool = option(
+        False,
+        "Also output the 12 warm-up frames (the reference easing into the first "
+        "driving pose) before the driven frames, as the official online path emits "
+        "them. Off: exactly one frame per driving frame.",
+    )
+    official_quirks: bool = option(
+        True,
+        "Reproduce the official code's fp16 roundings (reference tokens, noise "
+        "coefficients), needed for frame-exact parity.",
+    )
     precision: Precision = field(default_factory=Precision)
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     keyframes: Keyframes = field(default_factory=Keyframes)
@@ -367,12 +462,13 @@ class StreamConfig(Part):
 
 PRESETS: dict[str, StreamConfig] = {
     "render": StreamConfig(),
-    "live": StreamConfig(size=256),  # live: a quarter of the pixels for four times the frame rate
+    # live: a quarter of the pixels for four times the frame rate; a webcam's face is anywhere in its picture
+    "live": StreamConfig(size=256, framing=Framing(crop="auto")),
 }
 
 
 def preset(name: str) -> StreamConfig:
-    """A named preset: "render" (512², the defaults) or "live" (256²)."""
+    """A named preset: "render" (512², the defaults) or "live" (256², face-tracked camera frames)."""
     if name not in PRESETS:
         raise ConfigError("preset", f"preset {name!r}: use one of {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -4,6 +4,7 @@ These change the whole process, so only a program that owns its process applies 
 line, the standalone live server and batch workers (`process_settings`). Inside ComfyUI the host's
 own process settings stand and the nodes never call this.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,9 @@ def reuse_freed_memory() -> bool:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
         return False  # musl and others: no mallopt tunables
-    _reusing = all(libc.mallopt(p, v) == 1 for p, v in
-                   ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))
+    _reusing = all(
+        libc.mallopt(p, v) == 1 for p, v in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+    )
     return _reusing
 
 
@@ -57,8 +59,12 @@ def sdpa_preference(name: str) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    table = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-             "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+    table = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "math": SDPBackend.MATH,
+    }
     if name not in table:
         raise ValueError(f"SDPA kernel {name!r}: use one of {', '.join(SDPA_KERNELS)}")
     order = [table[name]] + [b for b in table.values() if b != table[name]]

@@ -7,6 +7,7 @@ import torch
 COMFY = os.environ.get("COMFYUI_PATH")
 if COMFY and os.path.isfile(os.path.join(COMFY, "main.py")):  # the nodes' process: the pack's core (tests/pack.py)
     import pack
+
     pack.load(COMFY)
 
 from personalive_core.devtools.random_weights import write_random_weights  # noqa: E402
@@ -34,8 +35,9 @@ def tiny_models(tiny_weights):
 def damped(tiny_models):
     """The tiny models with motion cross-attention keys/values × 0.02: without it the tiny random
     motion modules attend almost one-hot, and rounding-level differences grow to O(1) (see
-    test_speed.py); comparisons of arithmetic (kernels, precisions) use this copy."""
+    test_rewrites.py); comparisons of arithmetic (kernels, precisions) use this copy."""
     import copy
+
     models = copy.deepcopy(tiny_models)
     with torch.no_grad():
         for name, p in models.denoising_unet.named_parameters():
@@ -60,6 +62,7 @@ def moving_frames(n, size=SIZE, seed=0):
 @pytest.fixture(scope="session")
 def reference_image():
     from PIL import Image
+
     return Image.fromarray(moving_frames(1, 96, seed=3)[0])
 
 

@@ -9,6 +9,7 @@
   an AAC track as long as the video.
 - `truncate`, `corrupt`: a file cut off mid-stream, a file with garbage bytes in the middle.
 """
+
 from fractions import Fraction
 
 import av
@@ -23,8 +24,8 @@ def quadrant_picture(h, w):
     """uint8 (h, w, 3): four flat colours (top-left red, top-right green, bottom-left blue,
     bottom-right yellow), so any rotation or mirror shows."""
     out = np.empty((h, w, 3), np.uint8)
-    out[: h // 2, : w // 2], out[: h // 2, w // 2:] = QUADRANTS[0], QUADRANTS[1]
-    out[h // 2:, : w // 2], out[h // 2:, w // 2:] = QUADRANTS[2], QUADRANTS[3]
+    out[: h // 2, : w // 2], out[: h // 2, w // 2 :] = QUADRANTS[0], QUADRANTS[1]
+    out[h // 2 :, : w // 2], out[h // 2 :, w // 2 :] = QUADRANTS[2], QUADRANTS[3]
     return out
 
 
@@ -32,8 +33,10 @@ def quadrant_colours(image):
     """Mean colour of the centre of each quadrant (TL, TR, BL, BR) of an (H, W, 3) image."""
     a = np.asarray(image, np.float32)
     h, w = a.shape[:2]
-    ys, xs = (slice(h // 8, 3 * h // 8), slice(5 * h // 8, 7 * h // 8)), (slice(w // 8, 3 * w // 8),
-                                                                        slice(5 * w // 8, 7 * w // 8))
+    ys, xs = (
+        (slice(h // 8, 3 * h // 8), slice(5 * h // 8, 7 * h // 8)),
+        (slice(w // 8, 3 * w // 8), slice(5 * w // 8, 7 * w // 8)),
+    )
     return np.array([a[y, x].reshape(-1, 3).mean(0) for y in ys for x in xs])
 
 
@@ -42,13 +45,13 @@ def stored_for_orientation(upright, orientation):
     0x0112: where the stored 0th row and 0th column lie in the upright picture)."""
     return {
         1: lambda a: a,
-        2: lambda a: a[:, ::-1],                        # row 0 = top, column 0 = right
-        3: lambda a: a[::-1, ::-1],                     # bottom, right
-        4: lambda a: a[::-1],                           # bottom, left
-        5: lambda a: a.transpose(1, 0, 2),              # row 0 = left side, column 0 = top
-        6: lambda a: np.rot90(a, 1),                    # row 0 = right side, column 0 = top
+        2: lambda a: a[:, ::-1],  # row 0 = top, column 0 = right
+        3: lambda a: a[::-1, ::-1],  # bottom, right
+        4: lambda a: a[::-1],  # bottom, left
+        5: lambda a: a.transpose(1, 0, 2),  # row 0 = left side, column 0 = top
+        6: lambda a: np.rot90(a, 1),  # row 0 = right side, column 0 = top
         7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # right side, bottom
-        8: lambda a: np.rot90(a, -1),                   # left side, bottom
+        8: lambda a: np.rot90(a, -1),  # left side, bottom
     }[orientation](upright).copy()
 
 
@@ -64,10 +67,10 @@ def mode_pictures(folder, h=48, w=64):
     """Pictures in unusual modes → {name: (path, expected uint8 (h, w, 3) RGB, tolerance)}."""
     folder.mkdir(parents=True, exist_ok=True)
     ramp16 = np.linspace(0, 65535, h * w).reshape(h, w).astype(np.uint16)
-    grey = lambda a: np.repeat(a[..., None], 3, -1)  # noqa: E731
+    grey = lambda a: np.repeat(a[..., None], 3, -1)
     colour = quadrant_picture(h, w)
     alpha = np.zeros((h, w), np.uint8)
-    alpha[:, w // 2:] = 255  # left half transparent (→ white), right half opaque
+    alpha[:, w // 2 :] = 255  # left half transparent (→ white), right half opaque
     on_white = colour.copy()
     on_white[:, : w // 2] = 255
     out = {}
@@ -97,16 +100,32 @@ def mode_pictures(folder, h=48, w=64):
     save("rgba.png", Image.fromarray(np.dstack([colour, alpha])), on_white)
     save("rgba.webp", Image.fromarray(np.dstack([colour, alpha])), on_white, 0, lossless=True)
     grey8 = (ramp16 >> 8).astype(np.uint8)
-    save("grey_alpha.png", Image.merge("LA", [Image.fromarray(grey8), Image.fromarray(alpha)]),
-         np.where(alpha[..., None] > 0, grey(grey8), 255).astype(np.uint8))
+    save(
+        "grey_alpha.png",
+        Image.merge("LA", [Image.fromarray(grey8), Image.fromarray(alpha)]),
+        np.where(alpha[..., None] > 0, grey(grey8), 255).astype(np.uint8),
+    )
     save("grey.png", Image.fromarray(grey8), grey(grey8))
     bits = (np.indices((h, w)).sum(0) // 8) % 2 == 0
     save("bilevel.png", Image.fromarray(bits), grey(np.where(bits, 255, 0).astype(np.uint8)))
     return out
 
 
-def write_video(path, frames, fps=Fraction(25), times=None, rotation=0, audio=True, fmt=None, options=None,
-                time_base=None, gop=None, hflip=False, beeps=None, preset=None):
+def write_video(
+    path,
+    frames,
+    fps=Fraction(25),
+    times=None,
+    rotation=0,
+    audio=True,
+    fmt=None,
+    options=None,
+    time_base=None,
+    gop=None,
+    hflip=False,
+    beeps=None,
+    preset=None,
+):
     """H.264 of `frames` (an iterable of uint8 (H, W, 3); generated lazily for big sizes).
 
     times: presentation time of every frame in seconds (Fractions; None = i / fps) — irregular
@@ -147,8 +166,9 @@ def write_video(path, frames, fps=Fraction(25), times=None, rotation=0, audio=Tr
                 wave *= np.any([(t >= b) & (t < b + 0.04) for b in beeps], axis=0)
             wave = wave.astype(np.float32)[None]
             for i in range(0, wave.shape[1], 1024):
-                fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i:i + 1024]), format="fltp",
-                                                layout="mono")
+                fr = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(wave[:, i : i + 1024]), format="fltp", layout="mono"
+                )
                 fr.sample_rate, fr.pts = 16000, i
                 for p in a.encode(fr):
                     c.mux(p)
@@ -190,6 +210,6 @@ def corrupt(src, dst, at=0.5, nbytes=2000, seed=0):
     """`src` with `nbytes` random bytes written over the middle (a damaged packet)."""
     data = bytearray(src.read_bytes())
     i = int(len(data) * at)
-    data[i: i + nbytes] = np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
+    data[i : i + nbytes] = np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
     dst.write_bytes(bytes(data))
     return dst

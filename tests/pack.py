@@ -7,6 +7,7 @@ pack's modules under the short name), so a test process holds one copy of the co
 `from personalive_core.errors import InputError` is the class the nodes raise, and one live engine
 serves the nodes and the tests alike. Only for processes that run the nodes (COMFYUI_PATH set).
 """
+
 import importlib
 import importlib.abc
 import importlib.util
@@ -42,9 +43,11 @@ def load(comfy_path):
     if comfy_path not in sys.path:
         sys.path.insert(0, comfy_path)  # before the repo root, whose nodes/ would shadow ComfyUI's nodes.py
     import comfy.cli_args
+
     comfy.cli_args.args.cpu = True  # before comfy.model_management is imported
-    spec = importlib.util.spec_from_file_location(NAME, os.path.join(REPO, "__init__.py"),
-                                                  submodule_search_locations=[REPO])
+    spec = importlib.util.spec_from_file_location(
+        NAME, os.path.join(REPO, "__init__.py"), submodule_search_locations=[REPO]
+    )
     pack = importlib.util.module_from_spec(spec)
     sys.modules[NAME] = pack
     spec.loader.exec_module(pack)

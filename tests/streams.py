@@ -1,5 +1,6 @@
 """Short streams for the tests that compare arithmetic (rewrites, compiled step): the first chunks of
 a moving driving video through one session, decoded."""
+
 import torch
 
 from conftest import moving_frames
@@ -14,7 +15,7 @@ TOL = 1e-4  # on frames in [0, 1]: a 40th of one 8-bit level
 
 def chunks(n, size=SIZE):
     frames = moving_frames(4 * n, size)
-    return [to_model_frames(frames[i:i + 4], "cpu") for i in range(0, 4 * n, 4)]
+    return [to_model_frames(frames[i : i + 4], "cpu") for i in range(0, 4 * n, 4)]
 
 
 def stream(models, image, n, config=None, keyframe_at=(), decoder=None, size=SIZE):

@@ -13,6 +13,7 @@ no `getattr`/`setattr` of underscore names, no assignment to another module's at
 `runtime.py`, the process-settings module, changes process-wide switches), and no `sys.path` edits.
 Every import counts, also those inside functions.
 """
+
 import ast
 import os
 
@@ -20,12 +21,32 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = "personalive_core"
-LAYERS = {"errors": 0, "config": 0, "runtime": 0, "download": 0, "models": 1, "media": 1, "streaming": 2,
-          "pipelines": 3, "live": 4, "batch": 4, "devtools": 5, "cli": 6}
+LAYERS = {
+    "errors": 0,
+    "config": 0,
+    "runtime": 0,
+    "download": 0,
+    "models": 1,
+    "media": 1,
+    "streaming": 2,
+    "pipelines": 3,
+    "live": 4,
+    "batch": 4,
+    "devtools": 5,
+    "cli": 6,
+}
 ENTRY_POINTS = {f"{CORE}.__main__": "cli", CORE: "pipelines"}  # `python -m`, and the root's re-exports
 HOST = {"comfy", "comfy_api", "comfy_extras", "folder_paths", "server", "execution", "nodes"}
-PUBLIC = {CORE, f"{CORE}.pipelines", f"{CORE}.config", f"{CORE}.errors", f"{CORE}.runtime", f"{CORE}.download",
-          f"{CORE}.live", f"{CORE}.batch"}
+PUBLIC = {
+    CORE,
+    f"{CORE}.pipelines",
+    f"{CORE}.config",
+    f"{CORE}.errors",
+    f"{CORE}.runtime",
+    f"{CORE}.download",
+    f"{CORE}.live",
+    f"{CORE}.batch",
+}
 FRONT_ENDS = {"nodes": "nodes", f"{CORE}.cli": "cli", f"{CORE}.live": "live", f"{CORE}.batch": "batch"}
 PROCESS_SETTINGS = f"{CORE}.runtime"
 
@@ -49,7 +70,7 @@ def _resolve(node, module, is_package):
     base = node.module or ""
     if node.level:
         parts = package.split(".")
-        anchor = parts[:len(parts) - (node.level - 1)]
+        anchor = parts[: len(parts) - (node.level - 1)]
         if not anchor:  # above the top: the pack's root package, whose sibling is the core
             return base
         base = ".".join(anchor + ([base] if base else []))
@@ -109,15 +130,14 @@ def allowed_for_front_end(module, target):
 
 def cycles(graph):
     """Import loops among the core's modules, each as a list of modules (first repeated at the end)."""
-    core = {m: {t for t in targets if t in graph and top(t) == CORE} for m, targets in graph.items()
-            if top(m) == CORE}
+    core = {m: {t for t in targets if t in graph and top(t) == CORE} for m, targets in graph.items() if top(m) == CORE}
     found, state = [], {}
 
     def visit(m, path):
         state[m] = "open"
         for t in sorted(core[m]):
             if state.get(t) == "open":
-                found.append(path[path.index(t):] + [t])
+                found.append(path[path.index(t) :] + [t])
             elif t not in state:
                 visit(t, path + [t])
         state[m] = "done"
@@ -141,8 +161,10 @@ def violations(graph):
             if top(m) == CORE and top(t) in HOST:
                 out.append(f"{m} imports the ComfyUI module {t}; the core must run without ComfyUI")
             if front_end(m) and top(t) == CORE and not allowed_for_front_end(m, t):
-                out.append(f"{m} (front end {front_end(m)}) imports {t}, not the public API; export what it "
-                           "needs from personalive_core or personalive_core.pipelines")
+                out.append(
+                    f"{m} (front end {front_end(m)}) imports {t}, not the public API; export what it "
+                    "needs from personalive_core or personalive_core.pipelines"
+                )
     out += ["import loop: " + " → ".join(c) for c in cycles(graph)]
     return out
 
@@ -185,14 +207,25 @@ def hidden_channels(source, module):
                     out.append(f"{where}: sets the hidden attribute {t.attr} of {owner}")
                 elif owner in modules and module != PROCESS_SETTINGS:
                     out.append(f"{where}: sets {ast.unparse(t)}, a module attribute (a global switch)")
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
-                node.func.id in ("getattr", "setattr", "delattr") and len(node.args) >= 2:
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "delattr")
+            and len(node.args) >= 2
+        ):
             obj, name = node.args[0], node.args[1]
-            if isinstance(name, ast.Constant) and isinstance(name.value, str) and _private(name.value) \
-                    and _root(obj) not in ("self", "cls"):
+            if (
+                isinstance(name, ast.Constant)
+                and isinstance(name.value, str)
+                and _private(name.value)
+                and _root(obj) not in ("self", "cls")
+            ):
                 out.append(f"{where}: {node.func.id} of the hidden attribute {name.value}")
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
-                ast.unparse(node.func.value) == "sys.path":
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and ast.unparse(node.func.value) == "sys.path"
+        ):
             out.append(f"{where}: edits sys.path")
     return out
 
@@ -221,67 +254,102 @@ GOOD = {
 }
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"personalive_core.models.unet": {"personalive_core.streaming.window"}}, "a layer above it"),
-    ({"personalive_core.streaming.session": {"personalive_core.models.unet", "personalive_core.streaming.window"},
-      "personalive_core.streaming.window": {"personalive_core.streaming.session"}}, "import loop"),
-    ({"personalive_core.media.driving": {"comfy_api.latest"}}, "ComfyUI module comfy_api.latest"),
-    ({"personalive_core.live.engine": {"folder_paths"}}, "ComfyUI module folder_paths"),
-    ({"nodes.render_video": {"personalive_core.cli.options"}}, "not the public API"),
-    ({"nodes.render_video": {"personalive_core.streaming.session"}}, "not the public API"),
-    ({"nodes.render_video": {"personalive_core.devtools.bench"}}, "not the public API"),
-    ({"personalive_core.live.engine": {"personalive_core.streaming.session"}}, "not the public API"),
-    ({"personalive_core.cli.commands": {"personalive_core.media.output"}}, "not the public API"),
-    ({"personalive_core.extras.thing": set(), "personalive_core.pipelines": {"personalive_core.extras.thing"}},
-     "not in a layer"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"personalive_core.models.unet": {"personalive_core.streaming.window"}}, "a layer above it"),
+        (
+            {
+                "personalive_core.streaming.session": {
+                    "personalive_core.models.unet",
+                    "personalive_core.streaming.window",
+                },
+                "personalive_core.streaming.window": {"personalive_core.streaming.session"},
+            },
+            "import loop",
+        ),
+        ({"personalive_core.media.driving": {"comfy_api.latest"}}, "ComfyUI module comfy_api.latest"),
+        ({"personalive_core.live.engine": {"folder_paths"}}, "ComfyUI module folder_paths"),
+        ({"nodes.render_video": {"personalive_core.cli.options"}}, "not the public API"),
+        ({"nodes.render_video": {"personalive_core.streaming.session"}}, "not the public API"),
+        ({"nodes.render_video": {"personalive_core.devtools.bench"}}, "not the public API"),
+        ({"personalive_core.live.engine": {"personalive_core.streaming.session"}}, "not the public API"),
+        ({"personalive_core.cli.commands": {"personalive_core.media.output"}}, "not the public API"),
+        (
+            {"personalive_core.extras.thing": set(), "personalive_core.pipelines": {"personalive_core.extras.thing"}},
+            "not in a layer",
+        ),
+    ],
+)
 def test_the_checker_finds_each_kind_of_violation(change, message):
     assert violations(GOOD) == []
     found = violations({**GOOD, **change})
     assert found and all(message in line for line in found), found
 
 
-@pytest.mark.parametrize("source, message", [
-    ("def f(unet):\n    unet._speed_compiled = {}\n", "hidden attribute _speed_compiled"),
-    ("def f(unet):\n    return getattr(unet, '_speed_compiled', None)\n", "getattr of the hidden attribute"),
-    ("def f(a):\n    setattr(a, '_x', 1)\n", "setattr of the hidden attribute"),
-    ("from ..models import speed\ndef f():\n    speed.BACKEND = 'eager'\n", "a module attribute"),
-    ("import torch\ntorch.backends.cudnn.benchmark = True\n", "a module attribute"),
-    ("import sys\nsys.path.append('/x')\n", "edits sys.path"),
-    ("import sys\nsys.path.insert(0, '/x')\n", "edits sys.path"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("def f(unet):\n    unet._speed_compiled = {}\n", "hidden attribute _speed_compiled"),
+        ("def f(unet):\n    return getattr(unet, '_speed_compiled', None)\n", "getattr of the hidden attribute"),
+        ("def f(a):\n    setattr(a, '_x', 1)\n", "setattr of the hidden attribute"),
+        ("from ..models import speed\ndef f():\n    speed.BACKEND = 'eager'\n", "a module attribute"),
+        ("import torch\ntorch.backends.cudnn.benchmark = True\n", "a module attribute"),
+        ("import sys\nsys.path.append('/x')\n", "edits sys.path"),
+        ("import sys\nsys.path.insert(0, '/x')\n", "edits sys.path"),
+    ],
+)
 def test_the_checker_finds_hidden_channels(source, message):
     found = hidden_channels(source, "personalive_core.x")
     assert found and all(message in line for line in found), found
 
 
 def test_what_is_not_a_hidden_channel():
-    source = ("import torch\nclass A:\n    def f(self, m):\n        self._cache = None\n"
-              "        return getattr(m, 'decoder', m), hasattr(torch, '_scaled_mm'), vars(m).get('__x__')\n")
+    source = (
+        "import torch\nclass A:\n    def f(self, m):\n        self._cache = None\n"
+        "        return getattr(m, 'decoder', m), hasattr(torch, '_scaled_mm'), vars(m).get('__x__')\n"
+    )
     assert hidden_channels(source, "personalive_core.x") == []
     assert hidden_channels("import torch\ntorch.backends.cudnn.benchmark = True\n", PROCESS_SETTINGS) == []
 
 
 def test_cycles_are_reported_with_their_path():
-    graph = {"personalive_core.media.a": {"personalive_core.media.b"},
-             "personalive_core.media.b": {"personalive_core.media.c"},
-             "personalive_core.media.c": {"personalive_core.media.a"}}
-    assert cycles(graph) == [["personalive_core.media.a", "personalive_core.media.b", "personalive_core.media.c",
-                              "personalive_core.media.a"]]
+    graph = {
+        "personalive_core.media.a": {"personalive_core.media.b"},
+        "personalive_core.media.b": {"personalive_core.media.c"},
+        "personalive_core.media.c": {"personalive_core.media.a"},
+    }
+    assert cycles(graph) == [
+        ["personalive_core.media.a", "personalive_core.media.b", "personalive_core.media.c", "personalive_core.media.a"]
+    ]
 
 
 def test_relative_imports_resolve_to_modules():
-    known = {"personalive_core.media.face_crop", "personalive_core.media.video_io", "nodes.common",
-             "personalive_core.pipelines"}
-    source = ("from . import face_crop as fc\nfrom .video_io import square\nfrom ..streaming.render import x\n"
-              "def f():\n    from ..errors import InputError\n    import torch.nn\n")
+    known = {
+        "personalive_core.media.face_crop",
+        "personalive_core.media.video_io",
+        "nodes.common",
+        "personalive_core.pipelines",
+    }
+    source = (
+        "from . import face_crop as fc\nfrom .video_io import square\nfrom ..streaming.render import x\n"
+        "def f():\n    from ..errors import InputError\n    import torch.nn\n"
+    )
     assert imports_of(source, "personalive_core.media.footage", False, known) == {
-        "personalive_core.media.face_crop", "personalive_core.media.video_io", "personalive_core.streaming.render",
-        "personalive_core.errors", "torch.nn"}
+        "personalive_core.media.face_crop",
+        "personalive_core.media.video_io",
+        "personalive_core.streaming.render",
+        "personalive_core.errors",
+        "torch.nn",
+    }
     assert imports_of("from .common import CATEGORY\n", "nodes", True, known) == {"nodes.common"}
     # the nodes reach the core as their sibling inside the pack
-    assert imports_of("from ..personalive_core.pipelines import x\nfrom ..personalive_core import InputError\n",
-                      "nodes.sampler", False, known) == {"personalive_core.pipelines", "personalive_core"}
+    assert imports_of(
+        "from ..personalive_core.pipelines import x\nfrom ..personalive_core import InputError\n",
+        "nodes.sampler",
+        False,
+        known,
+    ) == {"personalive_core.pipelines", "personalive_core"}
 
 
 # -- the real tree ---------------------------------------------------------------------------------

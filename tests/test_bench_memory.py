@@ -1,4 +1,5 @@
 """`bench-memory` end to end on tiny lengths (the real check is 200 vs 2000 frames, see README)."""
+
 import json
 
 from conftest import SIZE
@@ -8,6 +9,7 @@ from personalive_core.cli.main import main
 
 def test_streamed_driving_video_has_the_frames_and_audio(tmp_path):
     import av
+
     path = str(tmp_path / "d.mp4")
     write_driving_video(path, 30, (36, 48), fps=10)
     assert count_frames(path) == 30
@@ -17,8 +19,24 @@ def test_streamed_driving_video_has_the_frames_and_audio(tmp_path):
 
 
 def test_bench_memory_reports_peak_rss_per_length(tiny_weights, tmp_path, capsys):
-    rc = main(["bench-memory", "--weights", tiny_weights, "--frames", "3", "6", "--size", str(SIZE),
-               "--threads", "1", "--workdir", str(tmp_path), "--tolerance", "10"])
+    rc = main(
+        [
+            "bench-memory",
+            "--weights",
+            tiny_weights,
+            "--frames",
+            "3",
+            "6",
+            "--size",
+            str(SIZE),
+            "--threads",
+            "1",
+            "--workdir",
+            str(tmp_path),
+            "--tolerance",
+            "10",
+        ]
+    )
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
     assert rc == 0 and result["flat"]

@@ -25,7 +25,7 @@ def write_video(path, frames, fps=12, audio=True):
             t = np.arange(int(16000 * len(frames) / fps)) / 16000
             wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
             for i in range(0, wave.shape[1], 1024):
-                fr = av.AudioFrame.from_ndarray(wave[:, i:i + 1024].copy(), format="fltp", layout="mono")
+                fr = av.AudioFrame.from_ndarray(wave[:, i : i + 1024].copy(), format="fltp", layout="mono")
                 fr.sample_rate = 16000
                 for p in a.encode(fr):
                     c.mux(p)
@@ -46,8 +46,20 @@ def inputs(tmp_path_factory):
 
 
 def render(weights, inputs, out, *extra):
-    return main(["render", "--weights", weights, "--reference", str(inputs / "ref.png"), "--size", str(SIZE),
-                 "--out", str(out), *extra])
+    return main(
+        [
+            "render",
+            "--weights",
+            weights,
+            "--reference",
+            str(inputs / "ref.png"),
+            "--size",
+            str(SIZE),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_render_npy_is_float_frames_aligned_with_driving(tiny_weights, inputs, tmp_path):
@@ -64,8 +76,11 @@ def test_render_motion_controls(tiny_weights, inputs, tmp_path):
     """The defaults given explicitly change nothing, bit for bit; other values reach the frames."""
     frames = ["--driving", str(inputs / "frames")]
     outs = {}
-    for name, extra in (("plain", []), ("defaults", ["--expression", "1", "--head-pose", "1", "--smoothness", "0"]),
-                        ("controlled", ["--expression", "0", "--head-pose", "0.5", "--smoothness", "0.5"])):
+    for name, extra in (
+        ("plain", []),
+        ("defaults", ["--expression", "1", "--head-pose", "1", "--smoothness", "0"]),
+        ("controlled", ["--expression", "0", "--head-pose", "0.5", "--smoothness", "0.5"]),
+    ):
         assert render(tiny_weights, inputs, tmp_path / f"{name}.npy", *frames, *extra) == 0
         outs[name] = np.load(tmp_path / f"{name}.npy")
     assert np.array_equal(outs["plain"], outs["defaults"])
@@ -88,21 +103,32 @@ def test_render_png_folder_and_frame_limit(tiny_weights, inputs, tmp_path):
     assert sorted(os.listdir(out)) == [f"{i:06d}.png" for i in range(4)]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--driving", "nope.mp4"], "driving video not found: nope.mp4"),
-    (["--driving", "{frames}", "--size", "100"], "--size 100"),
-    (["--driving", "{frames}", "--max-frames", "-1"], "--max-frames -1: must be between 0 and"),
-    (["--driving", "{frames}", "--expression", "3"], "--expression 3.0: must be between 0 and 2"),
-    (["--driving", "{frames}", "--head-pose", "-1"], "--head-pose -1.0: must be between 0 and 2"),
-    (["--driving", "{frames}", "--smoothness", "2"], "--smoothness 2.0: must be between 0 and 1"),
-    (["--driving", "{empty}"], "no images"),
-    (["--driving", "{bad}"], "cannot open driving video"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--driving", "nope.mp4"], "driving video not found: nope.mp4"),
+        (["--driving", "{frames}", "--size", "100"], "--size 100"),
+        (["--driving", "{frames}", "--max-frames", "-1"], "--max-frames -1: must be between 0 and"),
+        (["--driving", "{frames}", "--expression", "3"], "--expression 3.0: must be between 0 and 2"),
+        (["--driving", "{frames}", "--head-pose", "-1"], "--head-pose -1.0: must be between 0 and 2"),
+        (["--driving", "{frames}", "--smoothness", "2"], "--smoothness 2.0: must be between 0 and 1"),
+        (["--driving", "{empty}"], "no images"),
+        (["--driving", "{bad}"], "cannot open driving video"),
+    ],
+)
 def test_bad_input_exits_2_with_a_clear_message(tiny_weights, inputs, tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     args = [a.format(frames=inputs / "frames", empty=tmp_path / "empty", bad=tmp_path / "bad.mp4") for a in args]
-    argv = ["render", "--weights", tiny_weights, "--reference", str(inputs / "ref.png"), "--out", str(tmp_path / "o.npy")]
+    argv = [
+        "render",
+        "--weights",
+        tiny_weights,
+        "--reference",
+        str(inputs / "ref.png"),
+        "--out",
+        str(tmp_path / "o.npy"),
+    ]
     if "--size" not in args:
         argv += ["--size", str(SIZE)]
     assert main(argv + args) == 2
@@ -110,11 +136,39 @@ def test_bad_input_exits_2_with_a_clear_message(tiny_weights, inputs, tmp_path, 
 
 
 def test_missing_reference_and_weights(tiny_weights, inputs, tmp_path, capsys):
-    assert main(["render", "--weights", tiny_weights, "--reference", "none.png", "--driving", str(inputs / "frames"),
-                 "--out", str(tmp_path / "o.npy")]) == 2
+    assert (
+        main(
+            [
+                "render",
+                "--weights",
+                tiny_weights,
+                "--reference",
+                "none.png",
+                "--driving",
+                str(inputs / "frames"),
+                "--out",
+                str(tmp_path / "o.npy"),
+            ]
+        )
+        == 2
+    )
     assert "reference image not found: none.png" in capsys.readouterr().err
-    assert main(["render", "--weights", str(tmp_path), "--reference", str(inputs / "ref.png"),
-                 "--driving", str(inputs / "frames"), "--out", str(tmp_path / "o.npy")]) == 2
+    assert (
+        main(
+            [
+                "render",
+                "--weights",
+                str(tmp_path),
+                "--reference",
+                str(inputs / "ref.png"),
+                "--driving",
+                str(inputs / "frames"),
+                "--out",
+                str(tmp_path / "o.npy"),
+            ]
+        )
+        == 2
+    )
     assert "missing personalive/denoising_unet.pth" in capsys.readouterr().err
 
 
@@ -127,6 +181,7 @@ def test_check_weights_exit_codes(tiny_weights, tmp_path, capsys):
 
 def test_bench_prints_json_metrics_last(capsys):
     import json
+
     assert main(["bench", "--random-weights", "tiny", "--size", str(SIZE), "--chunks", "2", "--warmup", "1"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("fps", "chunk_ms_p50", "chunk_ms_p95", "first_output_ms", "peak_mem_mb"):
@@ -134,24 +189,47 @@ def test_bench_prints_json_metrics_last(capsys):
     assert result["weights"] == "random-tiny" and result["chunks"] == 2
     # per-stage wall time on the CPU, each stage inside the chunk time
     stages = result["stage_ms"]
-    assert {"motion", "keypoints", "motion_encoder", "pose_guider", "denoiser", "scheduler", "decode",
-            "to_host"} <= set(stages)
+    assert {
+        "motion",
+        "keypoints",
+        "motion_encoder",
+        "pose_guider",
+        "denoiser",
+        "scheduler",
+        "decode",
+        "to_host",
+    } <= set(stages)
     assert all(v >= 0 for v in stages.values()) and stages["keypoints"] <= stages["motion"]
     assert sum(v for k, v in stages.items() if k not in ("keypoints", "motion_encoder")) <= 2 * result["chunk_ms_p95"]
 
 
 def test_render_with_taesd_and_channels_last(tiny_weights, inputs, tmp_path, capsys):
     from personalive_core.devtools.random_weights import write_taesd
+
     taesd = write_taesd(tmp_path / "taesd_decoder.pth")
     full, fast = tmp_path / "full.npy", tmp_path / "fast.npy"
     assert render(tiny_weights, inputs, full, "--driving", str(inputs / "frames")) == 0
-    assert render(tiny_weights, inputs, fast, "--driving", str(inputs / "frames"), "--taesd", str(taesd),
-                  "--channels-last") == 0
+    assert (
+        render(
+            tiny_weights, inputs, fast, "--driving", str(inputs / "frames"), "--taesd", str(taesd), "--channels-last"
+        )
+        == 0
+    )
     assert "decoding with TAESD" in capsys.readouterr().err
     a, b = np.load(full), np.load(fast)
-    assert b.shape == a.shape and 0 <= b.min() and b.max() <= 1 and not np.allclose(a, b)
-    assert render(tiny_weights, inputs, tmp_path / "x.npy", "--driving", str(inputs / "frames"),
-                  "--taesd", str(tmp_path / "none.pth")) == 2
+    assert b.shape == a.shape and b.min() >= 0 and b.max() <= 1 and not np.allclose(a, b)
+    assert (
+        render(
+            tiny_weights,
+            inputs,
+            tmp_path / "x.npy",
+            "--driving",
+            str(inputs / "frames"),
+            "--taesd",
+            str(tmp_path / "none.pth"),
+        )
+        == 2
+    )
     assert "TAESD weights not found" in capsys.readouterr().err
 
 
@@ -160,9 +238,30 @@ def test_bench_taesd_channels_last_compile(capsys):
     generation) so the test stays fast — the real compiler is tested in test_compiled.py."""
     import json
     import torch
+
     try:
-        assert main(["bench", "--random-weights", "tiny", "--size", str(SIZE), "--chunks", "1", "--warmup", "0",
-                     "--vae", "taesd", "--channels-last", "--compile", "--compile-backend", "eager"]) == 0
+        assert (
+            main(
+                [
+                    "bench",
+                    "--random-weights",
+                    "tiny",
+                    "--size",
+                    str(SIZE),
+                    "--chunks",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "--vae",
+                    "taesd",
+                    "--channels-last",
+                    "--compile",
+                    "--compile-backend",
+                    "eager",
+                ]
+            )
+            == 0
+        )
     finally:
         torch._dynamo.reset()
     out, err = capsys.readouterr()
@@ -176,6 +275,7 @@ def test_bench_taesd_channels_last_compile(capsys):
 def test_bench_decoder_choice(tiny_weights, tmp_path, capsys):
     import json
     from personalive_core.devtools.random_weights import write_taesd
+
     base = ["bench", "--size", str(SIZE), "--chunks", "1", "--warmup", "0"]
     assert main(base + ["--random-weights", "tiny", "--vae", "full", "--taesd", "x.pth"]) == 2
     assert "use it with --vae taesd" in capsys.readouterr().err
@@ -200,8 +300,28 @@ def test_bench_forced_keyframes_and_overlap_on_cpu(capsys):
     """--keyframes forces historical keyframes into the timed chunks; --overlap is the plain loop on
     the CPU."""
     import json
-    assert main(["bench", "--random-weights", "tiny", "--size", str(SIZE), "--chunks", "3", "--warmup", "1",
-                 "--keyframes", "2", "--overlap", "--static-step", "--no-stages"]) == 0
+
+    assert (
+        main(
+            [
+                "bench",
+                "--random-weights",
+                "tiny",
+                "--size",
+                str(SIZE),
+                "--chunks",
+                "3",
+                "--warmup",
+                "1",
+                "--keyframes",
+                "2",
+                "--overlap",
+                "--static-step",
+                "--no-stages",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["keyframes_added"] == 2 and result["overlap"] is True and result["static_step"] is True
     assert "stage_ms" not in result

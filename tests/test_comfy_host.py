@@ -1,4 +1,4 @@
-"""End to end through a real ComfyUI server: every API workflow of workflows/api/ and the batch client.
+"""End to end through a real ComfyUI server: every API workflow of workflows/api/ and the batch command.
 
 Needs `COMFYUI_PATH` (a ComfyUI checkout, v0.3.64 or newer) and a Python that runs it (this one, or
 `COMFYUI_PYTHON`), with this extension's requirements installed. The test starts
@@ -12,6 +12,7 @@ embedding of a full-size CLIP ViT-L/14 image encoder, and a full-size SD VAE —
 CLIP-vision and VAE loaders accept only the standard architectures. They are written once (about
 1 GB, ~15 s) into $PERSONALIVE_TEST_CACHE (default ~/.cache/personalive-tests) and reused.
 """
+
 import contextlib
 import json
 import os
@@ -42,13 +43,15 @@ WEIGHTS_VERSION = "comfy-weights-v2"  # bump when the comfy preset changes
 
 pytestmark = pytest.mark.skipif(
     not COMFY or not os.path.isfile(os.path.join(COMFY, "main.py")),
-    reason="set COMFYUI_PATH to a ComfyUI checkout (with main.py) to run the real-host tests")
+    reason="set COMFYUI_PATH to a ComfyUI checkout (with main.py) to run the real-host tests",
+)
 
 
 # -- weights -----------------------------------------------------------------------------------------
 def comfy_weights():
     """The cached official-layout folder of the core's `comfy` preset, seed 0 (written on first use)."""
     from personalive_core.devtools.random_weights import write_random_weights
+
     cache = os.environ.get("PERSONALIVE_TEST_CACHE", os.path.expanduser("~/.cache/personalive-tests"))
     root = os.path.join(cache, WEIGHTS_VERSION)
     if not os.path.isfile(os.path.join(root, "complete")):
@@ -63,10 +66,13 @@ def comfy_weights():
 
 def install_models(weights, models):
     """Link the weights into a ComfyUI models/ folder under the names the workflows use."""
-    links = {os.path.join("personalive", f): os.path.join(weights, "personalive", f)
-             for f in os.listdir(os.path.join(weights, "personalive"))}
+    links = {
+        os.path.join("personalive", f): os.path.join(weights, "personalive", f)
+        for f in os.listdir(os.path.join(weights, "personalive"))
+    }
     links[os.path.join("clip_vision", CLIP_NAME)] = os.path.join(
-        weights, "sd-image-variations-diffusers", "image_encoder", "model.safetensors")
+        weights, "sd-image-variations-diffusers", "image_encoder", "model.safetensors"
+    )
     links[os.path.join("vae", VAE_NAME)] = os.path.join(weights, "sd-vae-ft-mse", "diffusion_pytorch_model.safetensors")
     for rel, target in links.items():
         os.makedirs(os.path.dirname(os.path.join(models, rel)), exist_ok=True)
@@ -85,9 +91,9 @@ def synthetic_frames(n, w, h, seed=0):
         from test_face_crop import frame_with_face
     except ImportError:
         from conftest import moving_frames
+
         return [f[:h, :w] for f in moving_frames(n, max(w, h), seed=seed)]
-    return [frame_with_face(h, w, w / 2 + 3 * np.sin(t / 2), h * 0.45 + t, w * 0.5, seed=seed + t)
-            for t in range(n)]
+    return [frame_with_face(h, w, w / 2 + 3 * np.sin(t / 2), h * 0.45 + t, w * 0.5, seed=seed + t) for t in range(n)]
 
 
 def make_media(folder, frames=DRIVING_FRAMES, fps=FPS):
@@ -95,6 +101,7 @@ def make_media(folder, frames=DRIVING_FRAMES, fps=FPS):
     same duration)."""
     import av
     from PIL import Image
+
     sys.path.insert(0, os.path.join(REPO, "tests"))
     ref = os.path.join(folder, "reference.png")
     Image.fromarray(synthetic_frames(1, REF_W, REF_H, seed=3)[0]).save(ref)
@@ -111,7 +118,9 @@ def make_media(folder, frames=DRIVING_FRAMES, fps=FPS):
         t = np.arange(16000 * frames // fps) / 16000
         wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
         for i in range(0, wave.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i:i + 1024]), format="fltp", layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(wave[:, i : i + 1024]), format="fltp", layout="mono"
+            )
             frame.sample_rate = 16000
             for p in a.encode(frame):
                 c.mux(p)
@@ -122,11 +131,17 @@ def make_media(folder, frames=DRIVING_FRAMES, fps=FPS):
 
 def probe(path):
     import av
+
     with av.open(path) as c:
         v = c.streams.video[0]
         n = sum(1 for _ in c.decode(video=0))
-        return {"frames": n, "fps": float(v.average_rate), "width": v.width, "height": v.height,
-                "audio": len(c.streams.audio) > 0}
+        return {
+            "frames": n,
+            "fps": float(v.average_rate),
+            "width": v.width,
+            "height": v.height,
+            "audio": len(c.streams.audio) > 0,
+        }
 
 
 # -- server --------------------------------------------------------------------------------------------
@@ -141,8 +156,22 @@ class Server:
         self.base, self.port, self.url = base, port, f"http://127.0.0.1:{port}"
         self.log = os.path.join(base, "server.log")
         python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-        args = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", base,
-                "--disable-auto-launch", "--disable-api-nodes", "--database-url", f"sqlite:///{base}/user/comfyui.db", *args]
+        args = [
+            python,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--base-directory",
+            base,
+            "--disable-auto-launch",
+            "--disable-api-nodes",
+            "--database-url",
+            f"sqlite:///{base}/user/comfyui.db",
+            *args,
+        ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1", **(env or {})}
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(args, cwd=COMFY, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -181,8 +210,11 @@ class Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             entry = self.get(f"/history/{pid}").get(pid)
-            if entry and entry.get("status", {}).get("completed") is not None and (
-                    entry["status"]["completed"] or entry["status"].get("status_str") == "error"):
+            if (
+                entry
+                and entry.get("status", {}).get("completed") is not None
+                and (entry["status"]["completed"] or entry["status"].get("status_str") == "error")
+            ):
                 return entry
             time.sleep(0.5)
         raise TimeoutError(f"prompt {pid} did not finish in {timeout} s")
@@ -238,16 +270,21 @@ def saved_files(host, entry):
     files = []
     for out in entry["outputs"].values():
         for item in out.get("images", []) + out.get("videos", []):
-            files.append(os.path.join(host.base, item.get("type", "output"), item.get("subfolder", ""),
-                                      item["filename"]))
+            files.append(
+                os.path.join(host.base, item.get("type", "output"), item.get("subfolder", ""), item["filename"])
+            )
     return files
 
 
 def test_extension_loads(host):
     info = host.get("/object_info")
     ours = sorted(k for k in info if k.startswith("PersonaLive"))
-    assert {"PersonaLiveEncodeReference", "PersonaLiveExtractMotion", "PersonaLiveLoadModel",
-            "PersonaLiveStreamSampler"} <= set(ours), host.tail()
+    assert {
+        "PersonaLiveEncodeReference",
+        "PersonaLiveExtractMotion",
+        "PersonaLiveLoadModel",
+        "PersonaLiveStreamSampler",
+    } <= set(ours), host.tail()
     for name in ours:
         spec = info[name]
         assert spec["category"] == "PersonaLive"
@@ -289,14 +326,17 @@ def requirement_names(path):
 LOAD_WITHOUT = """
 import asyncio, importlib.util, os, sys
 from importlib.metadata import packages_distributions
-blocked = sorted({n.replace("-", "_") for n in BLOCKED}  # the import names of installed ones, or their own
-                 | {m for m, d in packages_distributions().items() if {x.lower().replace("_", "-") for x in d} & BLOCKED})
+def blocks(dists):
+    return {d.lower().replace("_", "-") for d in dists} & BLOCKED
+# the import names of installed ones, or their own
+blocked = sorted({n.replace("-", "_") for n in BLOCKED} | {m for m, d in packages_distributions().items() if blocks(d)})
 for module in blocked:
     sys.modules[module] = None  # any import of it fails
 sys.path.insert(0, COMFY)
 import comfy.cli_args
 comfy.cli_args.args.cpu = True
-spec = importlib.util.spec_from_file_location("ext", os.path.join(REPO, "__init__.py"), submodule_search_locations=[REPO])
+init = os.path.join(REPO, "__init__.py")
+spec = importlib.util.spec_from_file_location("ext", init, submodule_search_locations=[REPO])
 ext = importlib.util.module_from_spec(spec)
 sys.modules["ext"] = ext
 spec.loader.exec_module(ext)
@@ -309,14 +349,24 @@ def test_nodes_need_only_requirements_txt():
     """ComfyUI users install requirements.txt alone: the nodes (the live server included) import nothing that
     only requirements-cli.txt brings (diffusers: the nodes use the host's VAE), checked by importing the
     extension as ComfyUI does with those packages made unimportable."""
-    cli_only = (requirement_names(os.path.join(REPO, "requirements-cli.txt"))
-                - requirement_names(os.path.join(REPO, "requirements.txt"))
-                - requirement_names(os.path.join(COMFY, "requirements.txt")))
+    cli_only = (
+        requirement_names(os.path.join(REPO, "requirements-cli.txt"))
+        - requirement_names(os.path.join(REPO, "requirements.txt"))
+        - requirement_names(os.path.join(COMFY, "requirements.txt"))
+    )
     assert "diffusers" in cli_only
-    code = (f"BLOCKED, COMFY, REPO = {cli_only!r}, {COMFY!r}, {REPO!r}\n" + LOAD_WITHOUT
-            + "import ext.personalive_core.live.server\n")
-    run = subprocess.run([os.environ.get("COMFYUI_PYTHON", sys.executable), "-c", code], cwd=COMFY,
-                         capture_output=True, text=True, timeout=300)
+    code = (
+        f"BLOCKED, COMFY, REPO = {cli_only!r}, {COMFY!r}, {REPO!r}\n"
+        + LOAD_WITHOUT
+        + "import ext.personalive_core.live.server\n"
+    )
+    run = subprocess.run(
+        [os.environ.get("COMFYUI_PYTHON", sys.executable), "-c", code],
+        cwd=COMFY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     blocked, count = run.stdout.strip().splitlines()[-1].rsplit(" ", 1)
     assert "diffusers" in blocked and int(count) >= 8, run.stdout
@@ -359,8 +409,9 @@ def test_missing_weights_error(host):
     folder = os.path.join(host.base, "models", "personalive", "broken")
     os.makedirs(folder, exist_ok=True)
     if not os.path.exists(os.path.join(folder, "denoising_unet.pth")):
-        os.symlink(os.path.join(host.weights, "personalive", "denoising_unet.pth"),
-                   os.path.join(folder, "denoising_unet.pth"))
+        os.symlink(
+            os.path.join(host.weights, "personalive", "denoising_unet.pth"), os.path.join(folder, "denoising_unet.pth")
+        )
     for node in wf.values():
         if node["class_type"] == "PersonaLiveLoadModel":
             node["inputs"]["weights"] = "personalive/broken"
@@ -368,8 +419,16 @@ def test_missing_weights_error(host):
     assert entry["status"]["status_str"] == "error"
     errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
     message = errors[0]["exception_message"]
-    for expected in ("temporal_module", "reference_unet", "pose_guider", "motion_encoder", "motion_extractor",
-                     os.path.join("models", "personalive", "broken"), "models/clip_vision", "models/vae"):
+    for expected in (
+        "temporal_module",
+        "reference_unet",
+        "pose_guider",
+        "motion_encoder",
+        "motion_extractor",
+        os.path.join("models", "personalive", "broken"),
+        "models/clip_vision",
+        "models/vae",
+    ):
         assert expected in message, message
 
 
@@ -388,6 +447,7 @@ def test_parity_with_core_render(tmp_path):
     """The nodes with the host's own CLIP-vision and VAE loaders against `python -m personalive_core
     render` on the same weights, images and seed (no server: same code, fewer moving parts)."""
     from pack import call, load
+
     ext = load(COMFY)
     import comfy.clip_vision
     import comfy.sd
@@ -395,6 +455,7 @@ def test_parity_with_core_render(tmp_path):
     import folder_paths
     from comfy_api.latest import InputImpl
     from PIL import Image
+
     N = ext.nodes
     size = PARITY_SIZE
     weights = comfy_weights()
@@ -408,22 +469,46 @@ def test_parity_with_core_render(tmp_path):
     finally:
         paths[:] = saved
         folder_paths.filename_list_cache.pop("personalive", None)
-    clip = comfy.clip_vision.load(os.path.join(weights, "sd-image-variations-diffusers", "image_encoder",
-                                               "model.safetensors"))
-    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(os.path.join(weights, "sd-vae-ft-mse",
-                                                                   "diffusion_pytorch_model.safetensors")))
+    clip = comfy.clip_vision.load(
+        os.path.join(weights, "sd-image-variations-diffusers", "image_encoder", "model.safetensors")
+    )
+    vae = comfy.sd.VAE(
+        sd=comfy.utils.load_torch_file(os.path.join(weights, "sd-vae-ft-mse", "diffusion_pytorch_model.safetensors"))
+    )
     ref = torch.from_numpy(np.array(Image.open(ref_path).convert("RGB"))).float()[None] / 255
     driving = InputImpl.VideoFromFile(drv_path).get_components().images
     reference = call(N.encode_reference.PersonaLiveEncodeReference, model, clip, vae, ref, size, "stretch").result[0]
-    motion = call(N.extract_motion.PersonaLiveExtractMotion, model, ref, size=size, resize="stretch",
-                  driving_images=driving).result[0]
+    motion = call(
+        N.extract_motion.PersonaLiveExtractMotion, model, ref, size=size, resize="stretch", driving_images=driving
+    ).result[0]
     images, latent = call(N.sampler.PersonaLiveStreamSampler, model, reference, motion, vae, seed=42).result
     frames = images.numpy()
 
     out = os.path.join(str(tmp_path), "core.npy")
-    run = subprocess.run([sys.executable, "-m", "personalive_core", "render", "--weights", weights, "--reference",
-                          ref_path, "--driving", drv_path, "--out", out, "--size", str(size), "--seed", "42"],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "personalive_core",
+            "render",
+            "--weights",
+            weights,
+            "--reference",
+            ref_path,
+            "--driving",
+            drv_path,
+            "--out",
+            out,
+            "--size",
+            str(size),
+            "--seed",
+            "42",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     core = np.load(out)
     assert frames.shape == core.shape == (DRIVING_FRAMES, size, size, 3)
@@ -433,6 +518,7 @@ def test_parity_with_core_render(tmp_path):
     # and VAE encoding the reference, and the host's VAE decoding (the sampler's latents, decoded by both)
     from personalive_core.models.loader import load_models
     from personalive_core.pipelines import encode_reference, prepare_reference
+
     models = load_models(weights)
     with torch.no_grad():
         expected = encode_reference(models, prepare_reference(Image.open(ref_path).convert("RGB"), size))
@@ -442,27 +528,56 @@ def test_parity_with_core_render(tmp_path):
     context_max = float((got.context - expected.context).abs().max())
     latents = float((got.latents - expected.latents).abs().max())
     decoded = psnr(frames, core_decoded.numpy())
-    print(f"\nhost nodes vs core render at {size} px: PSNR {value:.2f} dB over {len(frames)} frames, max abs "
-          f"{np.abs(frames - core).max():.2e}; reference encoding: CLIP context relative error {context:.2e} "
-          f"(max abs {context_max:.2e}), VAE-encoded latents max abs {latents:.2e}; the same latents decoded by "
-          f"the host's and the core's VAE: PSNR {decoded:.2f} dB")
+    print(
+        f"\nhost nodes vs core render at {size} px: PSNR {value:.2f} dB over {len(frames)} frames, max abs "
+        f"{np.abs(frames - core).max():.2e}; reference encoding: CLIP context relative error {context:.2e} "
+        f"(max abs {context_max:.2e}), VAE-encoded latents max abs {latents:.2e}; the same latents decoded by "
+        f"the host's and the core's VAE: PSNR {decoded:.2f} dB"
+    )
     assert value >= 35, value  # issue 3's bar; measured ~120 dB
     assert context < 1e-5 and latents < 1e-5 and decoded > 80, (context, latents, decoded)
     assert torch.equal(got.image, expected.image) and torch.equal(got.cond, expected.cond)
 
 
-def test_batch_client(host, tmp_path):
-    """scripts/batch_client.py against the real server: uploads, patches, runs, downloads; then skips."""
+def test_batch_comfyui_engine_attached(host, tmp_path):
+    """`batch --engine comfyui --server URL` against the running host: the driver in .venv (the Python with Ray,
+    scripts/setup.sh), uploads, workflow inputs set, runs, downloads; a re-run renders nothing. This Python
+    (ComfyUI's) has no Ray: there the command says how to install it."""
     out = tmp_path / "results"
     wf = os.path.join(WORKFLOWS, "personalive_portrait_to_video.json")
-    cmd = [sys.executable, os.path.join(REPO, "scripts", "batch_client.py"), "--workflow", wf,
-           "--server", host.url, "--reference", host.reference, "--driving", host.driving, "--out", str(out),
-           "--set", f"PersonaLiveEncodeReference.size={SIZE}", "--set", f"PersonaLiveExtractMotion.size={SIZE}"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    args = [
+        "-m",
+        "personalive_core",
+        "batch",
+        "--engine",
+        "comfyui",
+        "--workflow",
+        wf,
+        "--server",
+        host.url,
+        "--reference",
+        host.reference,
+        "--driving",
+        host.driving,
+        "--out",
+        str(out),
+        "--size",
+        str(SIZE),
+        "--set",
+        "PersonaLiveExtractMotion.max_frames=5",
+        "--object-store-mb",
+        "96",
+        "--poll",
+        "0.2",
+    ]
+    venv = os.path.join(REPO, ".venv", "bin", "python")
+    assert os.path.isfile(venv), "the batch driver runs in .venv (bash scripts/setup.sh)"
+    run = subprocess.run([venv, *args], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout + run.stderr
-    videos = sorted(p for p in os.listdir(out) if p.endswith(".mp4"))
-    assert len(videos) == 1, os.listdir(out)
-    meta = probe(os.path.join(out, videos[0]))
-    assert (meta["frames"], meta["fps"], meta["audio"], meta["width"]) == (DRIVING_FRAMES, FPS, True, SIZE), meta
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and "skip" in again.stderr.lower(), again.stdout + again.stderr
+    assert sorted(os.listdir(out)) == ["reference__driving.mp4", "results.jsonl"], os.listdir(out)
+    meta = probe(os.path.join(out, "reference__driving.mp4"))
+    assert (meta["frames"], meta["fps"], meta["audio"], meta["width"]) == (5, FPS, True, SIZE), meta
+    again = subprocess.run([venv, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and json.loads(again.stdout.splitlines()[-1])["skipped"] == 1, again.stderr
+    no_ray = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert no_ray.returncode == 2 and "pip install -r requirements-batch.txt" in no_ray.stderr, no_ray.stderr

@@ -1,6 +1,7 @@
 """The static chunk step and its compiled form (streaming/compiled.py, session.py) give the frames of
 the plain path, and the compiled step compiles once per stream shape. Compared on the damped tiny
 models at 128 px (see test_rewrites.py); tolerance 1e-4 on frames in [0, 1]."""
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -67,8 +68,9 @@ def test_keyframes_found_by_the_stream_fill_static_slots(damped, reference_image
     stops at max_keyframes, as the growing layout does."""
     config = StreamConfig().replace(seed=1, keyframe_threshold=0.0, first_keyframe_chunk=1)
     reference = encode_reference(damped, prepare_reference(reference_image, SIZE))
-    plain_session, static_session = (StreamingSession(damped, reference, config.replace(static_step=static))
-                                     for static in (False, True))
+    plain_session, static_session = (
+        StreamingSession(damped, reference, config.replace(static_step=static)) for static in (False, True)
+    )
     for c in chunks(6):
         a, b = (decode(damped.vae, s.push(c)) for s in (plain_session, static_session))
         assert (a - b).abs().max() < TOL

@@ -2,6 +2,7 @@
 once, when a config is made, and the flat {name: value} mapping round-trips through JSON. The command
 line's flags and the live protocol are generated from it (checked against the config itself here; the
 node schema in test_nodes.py)."""
+
 import argparse
 import json
 
@@ -10,7 +11,7 @@ import torch
 
 from personalive_core.cli.main import parser
 from personalive_core.cli.options import RENDER_FIELDS, config_from_args, flag
-from personalive_core.config import (ConfigError, MotionControls, SpeedOptions, StreamConfig, fields_of, preset)
+from personalive_core.config import ConfigError, MotionControls, SpeedOptions, StreamConfig, fields_of, preset
 from personalive_core.live.server import protocol
 
 
@@ -19,7 +20,7 @@ def test_defaults_are_the_official_ones():
     assert (c.size, c.seed, c.keep_warmup, c.official_quirks) == (512, 0, False, True)
     assert (c.keyframes.keyframe_threshold, c.keyframes.max_keyframes, c.keyframes.first_keyframe_chunk) == (17.0, 3, 9)
     assert c.controls.identity and (c.framing.crop, c.framing.crop_scale) == ("center", 1.75)
-    assert preset("live").size == 256 and preset("live").replace(size=512) == StreamConfig()
+    assert preset("live").size == 256 and preset("live").replace(size=512, crop="center") == StreamConfig()
 
 
 def test_every_field_has_help_and_a_valid_default():
@@ -30,28 +31,33 @@ def test_every_field_has_help_and_a_valid_default():
         assert StreamConfig().replace(**{name: info.default}) == StreamConfig()
 
 
-@pytest.mark.parametrize("values, field, words", [
-    ({"head_pose": 3}, "head_pose", "between 0 and 2"),
-    ({"size": 100}, "size", "multiple of 64"),
-    ({"size": 0}, "size", "between 64 and 2048"),
-    ({"crop": "face"}, "crop", "center, auto"),
-    ({"keep_warmup": 1}, "keep_warmup", "true or false"),
-    ({"seed": -1}, "seed", "between 0 and 18446744073709551615"),
-    ({"expression": float("nan")}, "expression", "finite"),
-    ({"headpose": 1}, "headpose", "did you mean 'head_pose'"),
-    ({"paste_into": "driving"}, "paste_into", "needs crop 'auto'"),
-])
+@pytest.mark.parametrize(
+    "values, field, words",
+    [
+        ({"head_pose": 3}, "head_pose", "between 0 and 2"),
+        ({"size": 100}, "size", "multiple of 64"),
+        ({"size": 0}, "size", "between 64 and 2048"),
+        ({"crop": "face"}, "crop", "center, auto"),
+        ({"keep_warmup": 1}, "keep_warmup", "true or false"),
+        ({"seed": -1}, "seed", "between 0 and 18446744073709551615"),
+        ({"expression": float("nan")}, "expression", "finite"),
+        ({"headpose": 1}, "headpose", "did you mean 'head_pose'"),
+        ({"paste_into": "driving"}, "paste_into", "needs crop 'auto'"),
+    ],
+)
 def test_a_bad_value_names_its_field(values, field, words):
     with pytest.raises(ConfigError) as e:
         StreamConfig().replace(**values)
-    assert e.value.field == field and words in str(e.value) and field in str(e.value).split(':')[0]
+    assert e.value.field == field and words in str(e.value) and field in str(e.value).split(":")[0]
 
 
 def test_round_trip_through_json():
     c = StreamConfig().replace(seed=7, head_pose=0.5, crop="auto", paste_into="driving", compile=True, dtype="bf16")
     flat = json.loads(json.dumps(c.to_dict()))
     assert StreamConfig.from_dict(flat) == c
-    assert StreamConfig.from_dict({"seed": 7}).seed == 7 and MotionControls.from_dict({"smoothness": 1}).smoothness == 1.0
+    assert (
+        StreamConfig.from_dict({"seed": 7}).seed == 7 and MotionControls.from_dict({"smoothness": 1}).smoothness == 1.0
+    )
     with pytest.raises(ConfigError, match="unknown option 'seed'"):
         MotionControls.from_dict({"seed": 1})  # a part knows its own fields only
 
@@ -68,7 +74,12 @@ def test_auto_speed_options_are_decided_per_device():
     assert (cpu.channels_last, cpu.onednn_linear, cpu.reuse_memory, cpu.cudnn_benchmark) == (True, True, True, False)
     assert SpeedOptions().resolve("cpu", torch.bfloat16).onednn_linear is False
     cuda = SpeedOptions().resolve("cuda", torch.float16)
-    assert (cuda.channels_last, cuda.onednn_linear, cuda.reuse_memory, cuda.cudnn_benchmark) == (False, False, False, True)
+    assert (cuda.channels_last, cuda.onednn_linear, cuda.reuse_memory, cuda.cudnn_benchmark) == (
+        False,
+        False,
+        False,
+        True,
+    )
     assert SpeedOptions(channels_last=False).resolve("cpu", torch.float32).channels_last is False  # a choice stands
     assert StreamConfig().replace(compile=True).speed.static
 
@@ -84,7 +95,10 @@ def test_render_flags_are_generated_from_the_config():
         assert name in RENDER_FIELDS
         action = actions[name]
         assert action.option_strings[0] == flag(name) and action.default is None  # the config's default applies
-        assert info.spec.help.replace("%", "%%") in action.help and f"(default: {info.default if info.default is not None else 'auto'})" in action.help
+        assert (
+            info.spec.help.replace("%", "%%") in action.help
+            and f"(default: {info.default if info.default is not None else 'auto'})" in action.help
+        )
         if info.spec.choices:
             assert tuple(action.choices) == info.spec.choices
         if info.type is bool:
@@ -94,12 +108,28 @@ def test_render_flags_are_generated_from_the_config():
 
 
 def test_flags_become_a_config_and_bad_values_name_the_flag():
-    args = _render_parser().parse_args(["--weights", "w", "--reference", "r", "--driving", "d", "--out", "o",
-                                        "--head-pose", "0.5", "--no-official-quirks", "--max-keyframes", "0"])
+    args = _render_parser().parse_args(
+        [
+            "--weights",
+            "w",
+            "--reference",
+            "r",
+            "--driving",
+            "d",
+            "--out",
+            "o",
+            "--head-pose",
+            "0.5",
+            "--no-official-quirks",
+            "--max-keyframes",
+            "0",
+        ]
+    )
     c = config_from_args(args, RENDER_FIELDS)
     assert (c.controls.head_pose, c.official_quirks, c.keyframes.max_keyframes, c.size) == (0.5, False, 0, 512)
-    bad = _render_parser().parse_args(["--weights", "w", "--reference", "r", "--driving", "d", "--out", "o",
-                                       "--smoothness", "2"])
+    bad = _render_parser().parse_args(
+        ["--weights", "w", "--reference", "r", "--driving", "d", "--out", "o", "--smoothness", "2"]
+    )
     with pytest.raises(ConfigError, match=r"^--smoothness 2.0: must be between 0 and 1"):
         config_from_args(bad, RENDER_FIELDS)
 
@@ -110,4 +140,9 @@ def test_the_live_protocol_is_generated_from_the_config():
     for name, info in fields_of(MotionControls).items():
         d = described[name]
         assert (d["default"], d["min"], d["max"], d["step"], d["help"]) == (
-            info.default, info.spec.min, info.spec.max, info.spec.step, info.spec.help)
+            info.default,
+            info.spec.min,
+            info.spec.max,
+            info.spec.step,
+            info.spec.help,
+        )

@@ -1,5 +1,6 @@
 """tests/conftest.py's PERSONALIVE_NO_SKIP=1 (set by CI): every skipped test fails instead, whether it skips
 through a skipif mark (at set-up) or by calling pytest.skip (in the test)."""
+
 import os
 import subprocess
 import sys
@@ -23,8 +24,14 @@ def run_probe(tmp_path, no_skip):
     (tmp_path / "conftest.py").write_text(open(os.path.join(TESTS, "conftest.py")).read())
     (tmp_path / "test_probe.py").write_text(PROBE)
     env = {**os.environ, "PYTHONPATH": os.path.dirname(TESTS), "PERSONALIVE_NO_SKIP": "1" if no_skip else "0"}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_probe.py"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_probe.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return run.returncode, run.stdout.strip().splitlines()[-1], run.stdout
 
 

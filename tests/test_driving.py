@@ -1,5 +1,6 @@
 """The one driving-frame reader: paths (video, image folder, image), VIDEO objects through their public
 interface only (duck-typed fakes here; tests/test_nodes.py uses the host's own), IMAGE batches."""
+
 import io
 from abc import ABC, abstractmethod
 from fractions import Fraction
@@ -67,11 +68,14 @@ def test_image_folder_and_single_image(media):
     assert np.array_equal(decoded(one), frames[1][None])
 
 
-@pytest.mark.parametrize("path, message", [
-    ("nope.mp4", "driving video not found: nope.mp4"),
-    ("{empty}", "no images"),
-    ("{bad}", "cannot open driving video"),
-])
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("nope.mp4", "driving video not found: nope.mp4"),
+        ("{empty}", "no images"),
+        ("{bad}", "cannot open driving video"),
+    ],
+)
 def test_bad_paths_are_explained(media, tmp_path, path, message):
     d, _ = media
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
@@ -100,8 +104,7 @@ class VideoInterface(ABC):
     """Like comfy_api's VideoInput: abstract get_components, a default get_stream_source that re-encodes."""
 
     @abstractmethod
-    def get_components(self):
-        ...
+    def get_components(self): ...
 
     def get_stream_source(self):
         raise AssertionError("the default stream source re-encodes the frames; it must not be used")

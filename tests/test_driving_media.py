@@ -1,6 +1,7 @@
 """The driving reader on videos as phones and downloads deliver them: rotated and mirrored (display
 matrix), variable frame rate, cut off mid-stream, damaged in the middle, empty or not media at all,
 8K and 4000×300 frames (bounded memory)."""
+
 import tracemalloc
 from fractions import Fraction
 
@@ -48,8 +49,9 @@ def test_rotated_video_is_upright_as_players_show_it(tmp_path, rotation):
 
 @pytest.mark.parametrize("rotation", [0, 90, 180, 270])
 def test_mirrored_video_is_upright(tmp_path, rotation):
-    path = write_video(tmp_path / "m.mp4", [stored(UPRIGHT, rotation, hflip=True)] * 2, rotation=rotation,
-                       hflip=True, audio=False)
+    path = write_video(
+        tmp_path / "m.mp4", [stored(UPRIGHT, rotation, hflip=True)] * 2, rotation=rotation, hflip=True, audio=False
+    )
     for frame in read(path)[1]:
         assert_upright(frame)
 
@@ -57,6 +59,7 @@ def test_mirrored_video_is_upright(tmp_path, rotation):
 def test_rotate_tag_without_display_matrix(tmp_path):
     """Matroska keeps a `rotate` tag as plain metadata (older FFmpeg builds exposed only the tag)."""
     import av
+
     path = tmp_path / "tag.mkv"
     with av.open(str(path), "w") as c:
         v = c.add_stream("libx264", rate=25)
@@ -108,11 +111,14 @@ def test_damaged_packets_are_skipped_and_counted(clip, tmp_path):
     assert messages and "bad.mp4" in messages[0]
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is empty (0 bytes)"),
-    (b"this is a text file, not a video" * 10, "cannot open driving video"),
-    ("moovless", "index"),  # an mp4 cut off while recording: its index (moov) was never written
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty (0 bytes)"),
+        (b"this is a text file, not a video" * 10, "cannot open driving video"),
+        ("moovless", "index"),  # an mp4 cut off while recording: its index (moov) was never written
+    ],
+)
 def test_unreadable_videos_name_the_file(tmp_path, content, message):
     path = tmp_path / "v.mp4"
     if content == "moovless":
@@ -130,6 +136,7 @@ def simulate_stream(reframer, source, lag=20):
     """Model frames through `reframer` as the stream returns them, `lag` frames late (the stream's
     window); generated frames are the crops themselves. → the last output frame."""
     from collections import deque
+
     waiting, out = deque(), None
     for patch in reframer.driving(source, originals=source.again()):
         waiting.append(patch)
@@ -144,9 +151,9 @@ def test_paste_into_driving_holds_no_original_frames(tmp_path):
     """Outputs come ~20 frames after their driving frame; the originals for paste-back are read again
     in step with the output instead of being held (at 8K those 20 frames would be 2 GB)."""
     from personalive_core.pipelines.footage import Reframer
+
     h, w = 540, 960
-    path = write_video(tmp_path / "v.mp4", (quadrant_picture(h, w) for _ in range(30)), audio=False,
-                       preset="ultrafast")
+    path = write_video(tmp_path / "v.mp4", (quadrant_picture(h, w) for _ in range(30)), audio=False, preset="ultrafast")
     source = DrivingSource(str(path))
     reframer = Reframer(StreamConfig(size=64).replace(crop="auto", paste_into="driving"))
     held = []
@@ -155,6 +162,7 @@ def test_paste_into_driving_holds_no_original_frames(tmp_path):
     def spy(frame, warmup=False):
         held.append(sum(original is not None for original, _ in reframer.pending))
         return output(frame, warmup)
+
     reframer.output = spy
     tracemalloc.start()
     try:
@@ -168,12 +176,15 @@ def test_paste_into_driving_holds_no_original_frames(tmp_path):
     assert peak < 10 * h * w * 3
 
 
-@pytest.mark.parametrize("h, w, frames", [(4320, 7680, 2), (300, 4000, 6), (4000, 300, 6)],
-                         ids=["8K", "4000x300", "300x4000"])
+@pytest.mark.parametrize(
+    "h, w, frames", [(4320, 7680, 2), (300, 4000, 6), (4000, 300, 6)], ids=["8K", "4000x300", "300x4000"]
+)
 def test_huge_and_extreme_frames_get_a_crop_in_bounded_memory(tmp_path, h, w, frames):
     from personalive_core.pipelines.footage import Reframer
-    path = write_video(tmp_path / "v.mp4", (quadrant_picture(h, w) for _ in range(frames)), audio=False,
-                       preset="ultrafast")
+
+    path = write_video(
+        tmp_path / "v.mp4", (quadrant_picture(h, w) for _ in range(frames)), audio=False, preset="ultrafast"
+    )
     source = DrivingSource(str(path))
     reframer = Reframer(StreamConfig(size=64).replace(crop="auto", paste_into="driving"))
     crops = []
@@ -196,14 +207,30 @@ def cli_render(weights, tmp_path, driving, out, *extra):
 
     from conftest import SIZE
     from personalive_core.cli.main import main
+
     ref = tmp_path / "ref.png"
     Image.fromarray(quadrant_picture(96, 96)).save(ref)
-    return main(["render", "--weights", weights, "--reference", str(ref), "--size", str(SIZE), "--driving",
-                 str(driving), "--out", str(out), *extra])
+    return main(
+        [
+            "render",
+            "--weights",
+            weights,
+            "--reference",
+            str(ref),
+            "--size",
+            str(SIZE),
+            "--driving",
+            str(driving),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def decoded_times(path):
     import av
+
     with av.open(str(path)) as c:
         return [f.pts * f.time_base for f in c.decode(video=0)], bool(c.streams.audio)
 

@@ -5,6 +5,7 @@ The drawn face is one that OpenCV's frontal Haar cascade detects as well (checke
 that bundles it), with its feature layout scaled so that the cascade's box is the square of
 `side` around (cx, cy); so the same truth serves both detectors.
 """
+
 import json
 import math
 
@@ -46,11 +47,11 @@ def draw_face(img, cx, cy, side, features=True):
     ellipse(0.5, 0.0, 0.50, 0.22, HAIR)  # fringe
     if features:
         for u in (0.3, 0.7):
-            ellipse(u, 0.31, 0.11, 0.025, (70, 50, 40))     # brow
+            ellipse(u, 0.31, 0.11, 0.025, (70, 50, 40))  # brow
             ellipse(u, 0.42, 0.085, 0.04, (235, 235, 230))  # eye white
-            ellipse(u, 0.42, 0.04, 0.04, (40, 30, 25))      # iris
-        ellipse(0.5, 0.64, 0.07, 0.03, (150, 100, 85))      # nose shadow
-        ellipse(0.5, 0.79, 0.12, 0.035, (150, 60, 60))      # mouth
+            ellipse(u, 0.42, 0.04, 0.04, (40, 30, 25))  # iris
+        ellipse(0.5, 0.64, 0.07, 0.03, (150, 100, 85))  # nose shadow
+        ellipse(0.5, 0.79, 0.12, 0.035, (150, 60, 60))  # mouth
     return img
 
 

@@ -1,4 +1,5 @@
 """Face detection on drawn faces (both detectors where cv2 has the cascades)."""
+
 import cv2
 import numpy as np
 import pytest
@@ -7,16 +8,29 @@ from personalive_core.media.face_detect import available_detectors, detect_face
 from personalive_core.media import face_crop as fc
 from test_face_crop import TOL, background, centre_error, draw_face, frame_with_face
 
-DETECTORS = [pytest.param(d, marks=pytest.mark.skipif(d not in available_detectors(),
-                                                     reason=f"cv2 {cv2.__version__} bundles no Haar cascades"))
-             for d in ("cascade", "template")]
+DETECTORS = [
+    pytest.param(
+        d,
+        marks=pytest.mark.skipif(
+            d not in available_detectors(), reason=f"cv2 {cv2.__version__} bundles no Haar cascades"
+        ),
+    )
+    for d in ("cascade", "template")
+]
 
 
 @pytest.mark.parametrize("detector", DETECTORS)
-@pytest.mark.parametrize("h,w,cx,cy,side", [
-    (1080, 1920, 960, 540, 240), (1080, 1920, 400, 700, 180), (1080, 1920, 1500, 420, 420),
-    (1280, 720, 360, 640, 220), (1280, 720, 250, 400, 150), (1280, 720, 470, 900, 330),
-])
+@pytest.mark.parametrize(
+    "h,w,cx,cy,side",
+    [
+        (1080, 1920, 960, 540, 240),
+        (1080, 1920, 400, 700, 180),
+        (1080, 1920, 1500, 420, 420),
+        (1280, 720, 360, 640, 220),
+        (1280, 720, 250, 400, 150),
+        (1280, 720, 470, 900, 330),
+    ],
+)
 def test_detects_drawn_face(detector, h, w, cx, cy, side):
     box = detect_face(frame_with_face(h, w, cx, cy, side), detector=detector)
     assert box is not None

@@ -1,5 +1,6 @@
 """Face tracking through synthetic videos: drawn faces on a known path, frames without a face, a
 fake detector for jitter, outliers and cuts."""
+
 import math
 
 import numpy as np
@@ -62,14 +63,14 @@ def test_smoothing_reduces_jitter(monkeypatch):
     rng = np.random.default_rng(0)
     n, side = 60, 200.0
     truth = [(600 + 4 * t, 500.0) for t in range(n)]  # slow drift
-    noise = lambda: rng.normal(0, 0.02)  # noqa: E731  (≈ the template detector's spread)
+    noise = lambda: rng.normal(0, 0.02)
     raw = [face_box(x + noise() * side, y + noise() * side, side * (1 + noise())) for x, y in truth]
     fake_detector(monkeypatch, raw)
     boxes, missing = crop_video_boxes([np.zeros((1080, 1920, 3), np.uint8)] * n)
     assert missing == []
     smooth = np.array([fc.box_center_side(b) for b in boxes])
     unsmoothed = np.array([fc.box_center_side(fc.square_crop_box(b)) for b in raw])
-    jitter = lambda a: np.abs(np.diff(a[:, :2], axis=0) - (4, 0)).mean()  # noqa: E731  (drift removed)
+    jitter = lambda a: np.abs(np.diff(a[:, :2], axis=0) - (4, 0)).mean()
     assert jitter(smooth) < jitter(unsmoothed) / 2
     assert np.abs(np.diff(smooth[:, 2])).mean() < np.abs(np.diff(unsmoothed[:, 2])).mean() / 2
     err = np.hypot(*(smooth[10:, :2] - np.array(truth[10:])).T) / side

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from personalive_core.errors import WeightsWarning
 from personalive_core.models import image_encoder as ie
 from personalive_core.models.weights import read_state_dict, save_state_dict
 from personalive_core.devtools import random_weights as R
@@ -55,25 +56,39 @@ def test_layout_and_forward_matches_formula(enc_dir):
 
 def test_bin_with_position_ids(tmp_path, enc_dir):
     sd = read_state_dict(enc_dir / "model.safetensors")
-    save_state_dict({**sd, "vision_model.embeddings.position_ids": torch.arange(50)[None]},
-                    tmp_path / "pytorch_model.bin")
+    save_state_dict(
+        {**sd, "vision_model.embeddings.position_ids": torch.arange(50)[None]}, tmp_path / "pytorch_model.bin"
+    )
     (tmp_path / "config.json").write_text((enc_dir / "config.json").read_text())
     x = torch.randn(1, 3, 224, 224)
-    torch.testing.assert_close(ie.load_image_encoder(tmp_path)(x), ie.load_image_encoder(enc_dir)(x),
-                               atol=0, rtol=0)
+    torch.testing.assert_close(ie.load_image_encoder(tmp_path)(x), ie.load_image_encoder(enc_dir)(x), atol=0, rtol=0)
 
 
 def test_single_file_infers_config(tmp_path):
-    cfg = ie.CLIPVisionConfig(hidden_size=128, intermediate_size=64, num_hidden_layers=3,
-                              num_attention_heads=2, patch_size=56, projection_dim=8)
+    cfg = ie.CLIPVisionConfig(
+        hidden_size=128,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        patch_size=56,
+        projection_dim=8,
+    )
     single = save_state_dict(R.image_encoder_state_dict(cfg, seed=2), tmp_path / "clip_vision.safetensors")
     assert ie.load_image_encoder(single).config == cfg
     tiny = save_state_dict(R.image_encoder_state_dict(seed=2), tmp_path / "tiny" / "clip.safetensors")
     with pytest.raises(ValueError, match=r"clip.safetensors: cannot infer the head count"):
         ie.load_image_encoder(tiny)  # width 32: heads are not derivable without config.json
-    model = ie.load_image_encoder(tiny, config={"hidden_size": 32, "intermediate_size": 64,
-                                                "num_hidden_layers": 2, "num_attention_heads": 2,
-                                                "patch_size": 32, "projection_dim": 16})
+    model = ie.load_image_encoder(
+        tiny,
+        config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "patch_size": 32,
+            "projection_dim": 16,
+        },
+    )
     assert model.config == R.TINY_CLIP
 
 
@@ -91,7 +106,6 @@ def test_strict_errors_name_the_file(tmp_path, enc_dir):
     cfg = (enc_dir / "config.json").read_text()
     cases = {
         "missing": {k: v for k, v in sd.items() if "layers.1.mlp" not in k},
-        "unexpected": {**sd, "text_model.embeddings.token_embedding.weight": torch.zeros(3, 3)},
         "shape": {**sd, "visual_projection.weight": torch.zeros(8, 32)},
     }
     for name, bad in cases.items():
@@ -101,7 +115,17 @@ def test_strict_errors_name_the_file(tmp_path, enc_dir):
         with pytest.raises(ValueError, match=name if name != "shape" else "wrong shape") as e:
             ie.load_image_encoder(d)
         assert str(d / "pytorch_model.bin") in str(e.value) and "image_encoder" in str(e.value)
-    assert "layers.1.mlp.fc1.bias" in str(pytest.raises(ValueError, ie.load_image_encoder, tmp_path / "missing").value)
+    with pytest.raises(ValueError) as missing:
+        ie.load_image_encoder(tmp_path / "missing")
+    assert "layers.1.mlp.fc1.bias" in str(missing.value)
+    # a key the encoder does not have (a full CLIP's text tower): left out, with a warning naming file and key
+    save_state_dict(
+        {**sd, "text_model.embeddings.token_embedding.weight": torch.zeros(3, 3)},
+        tmp_path / "extra" / "pytorch_model.bin",
+    )
+    (tmp_path / "extra" / "config.json").write_text(cfg)
+    with pytest.warns(WeightsWarning, match=r"extra.pytorch_model.bin: 1 key .*ignored: text_model.embeddings"):
+        ie.load_image_encoder(tmp_path / "extra")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="empty: no weight file found; expected one of model.safetensors"):
         ie.load_image_encoder(tmp_path / "empty")

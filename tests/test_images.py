@@ -1,6 +1,7 @@
 """Pictures as phones and editors save them: every EXIF orientation, 16-bit, float, CMYK, palette,
 alpha, grey and bilevel pictures load upright as 8-bit RGB; empty and non-image files get an error
 naming the file. Also through the command line (reference and image-folder driving input)."""
+
 import numpy as np
 import pytest
 
@@ -28,9 +29,24 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
     assert np.abs(quadrant_colours(got) - quadrant_colours(upright)).max() < JPEG_TOL
 
 
-@pytest.mark.parametrize("name", ["grey16_png", "rgb16_png", "grey16_tif", "float_tif", "cmyk_jpg", "cmyk_tif",
-                                  "palette_png", "palette_alpha_png", "rgba_png", "rgba_webp", "grey_alpha_png",
-                                  "grey_png", "bilevel_png"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "grey16_png",
+        "rgb16_png",
+        "grey16_tif",
+        "float_tif",
+        "cmyk_jpg",
+        "cmyk_tif",
+        "palette_png",
+        "palette_alpha_png",
+        "rgba_png",
+        "rgba_webp",
+        "grey_alpha_png",
+        "grey_png",
+        "bilevel_png",
+    ],
+)
 def test_every_mode_loads_as_8bit_rgb(pictures, name):
     path, expected, tol = pictures[name]
     got = load_image(str(path))
@@ -49,19 +65,25 @@ def bad_file(folder, kind):
         return folder / "missing.png"
     if kind == "folder":
         return folder
-    path, content = {"empty": ("empty.jpg", b""), "text": ("notes.png", b"not a picture"),
-                     "heic": ("phone.heic", b"\0\0\0\x18ftypheic")}[kind]
+    path, content = {
+        "empty": ("empty.jpg", b""),
+        "text": ("notes.png", b"not a picture"),
+        "heic": ("phone.heic", b"\0\0\0\x18ftypheic"),
+    }[kind]
     (folder / path).write_bytes(content)
     return folder / path
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("missing", "reference image not found: {path}"),
-    ("folder", "reference image {path} is not a file"),
-    ("empty", "reference image {path} is empty (0 bytes)"),
-    ("text", "cannot read reference image {path}"),
-    ("heic", "pillow-heif"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "reference image not found: {path}"),
+        ("folder", "reference image {path} is not a file"),
+        ("empty", "reference image {path} is empty (0 bytes)"),
+        ("text", "cannot read reference image {path}"),
+        ("heic", "pillow-heif"),
+    ],
+)
 def test_unreadable_pictures_name_the_file(tmp_path, kind, message):
     path = bad_file(tmp_path, kind)
     with pytest.raises(InputError) as e:
@@ -86,11 +108,47 @@ def test_cli_reference_upright_and_hostile_driving_folder(tiny_weights, pictures
     for i, (path, _, _) in enumerate(sorted(pictures.values())):
         (folder / f"{i:02d}{path.suffix}").write_bytes(path.read_bytes())
     out = tmp_path / "o.npy"
-    assert main(["render", "--weights", tiny_weights, "--reference", str(ref), "--driving", str(folder),
-                 "--size", str(SIZE), "--out", str(out), "--crop", "auto", "--paste-into", "reference"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                "--weights",
+                tiny_weights,
+                "--reference",
+                str(ref),
+                "--driving",
+                str(folder),
+                "--size",
+                str(SIZE),
+                "--out",
+                str(out),
+                "--crop",
+                "auto",
+                "--paste-into",
+                "reference",
+            ]
+        )
+        == 0
+    )
     frames = np.load(out)
     assert frames.shape == (len(pictures),) + UPRIGHT_HW + (3,)
     (folder / "-empty.png").write_bytes(b"")  # sorted first
-    assert main(["render", "--weights", tiny_weights, "--reference", str(ref), "--driving", str(folder),
-                 "--size", str(SIZE), "--out", str(tmp_path / "p.npy")]) == 2
+    assert (
+        main(
+            [
+                "render",
+                "--weights",
+                tiny_weights,
+                "--reference",
+                str(ref),
+                "--driving",
+                str(folder),
+                "--size",
+                str(SIZE),
+                "--out",
+                str(tmp_path / "p.npy"),
+            ]
+        )
+        == 2
+    )
     assert f"driving image {folder / '-empty.png'} is empty (0 bytes)" in capsys.readouterr().err

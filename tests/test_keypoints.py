@@ -2,8 +2,14 @@ import pytest
 import torch
 
 from personalive_core.streaming.keypoint_tracker import KeypointTracker
-from personalive_core.models.keypoints import (Fp32LayerNorm, MotionExtractor, draw_keypoints,
-                                        face_boxes, headpose_to_degrees, rotation_matrix)
+from personalive_core.models.keypoints import (
+    Fp32LayerNorm,
+    MotionExtractor,
+    draw_keypoints,
+    face_boxes,
+    headpose_to_degrees,
+    rotation_matrix,
+)
 
 torch.set_grad_enabled(False)
 
@@ -15,6 +21,8 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
 IDX = torch.arange(66, dtype=torch.float32)
 
 
@@ -69,7 +77,13 @@ def test_strict_round_trip_and_missing_idx_tensor(tiny):
     x = torch.rand(2, 3, 256, 256)
     ref = tiny(x)
     assert {k: tuple(v.shape) for k, v in ref.items()} == {
-        "pitch": (2, 66), "yaw": (2, 66), "roll": (2, 66), "t": (2, 3), "scale": (2, 1), "kp": (2, 63)}
+        "pitch": (2, 66),
+        "yaw": (2, 66),
+        "roll": (2, 66),
+        "t": (2, 3),
+        "scale": (2, 1),
+        "kp": (2, 63),
+    }
     clone = MotionExtractor.from_state_dict({k: v for k, v in sd.items() if k != "idx_tensor"})
     assert torch.equal(clone.idx_tensor, IDX)
     assert all(torch.equal(clone(x)[k], ref[k]) for k in ref)
@@ -81,9 +95,9 @@ def test_strict_round_trip_and_missing_idx_tensor(tiny):
 def test_layernorm_weights_stay_fp32_when_cast(dtype):
     model = random_tiny()
     ln = model.detector.stages[0][0].norm
-    ln.weight.fill_(1 + 2 ** -20)  # not representable in 16 bits: a cast round trip would lose it
+    ln.weight.fill_(1 + 2**-20)  # not representable in 16 bits: a cast round trip would lose it
     model.to(dtype)
-    assert ln.weight.dtype == torch.float32 and ln.weight[0].item() == 1 + 2 ** -20
+    assert ln.weight.dtype == torch.float32 and ln.weight[0].item() == 1 + 2**-20
     assert model.detector.downsample_layers[1][0].weight.dtype == torch.float32
     assert model.detector.norm.weight.dtype == dtype  # the final nn.LayerNorm follows the cast
     assert model.detector.stages[0][0].pwconv1.weight.dtype == dtype
@@ -109,14 +123,14 @@ def test_headpose_decoding():
 
 
 def rot(p, y, r, dtype=torch.float32):
-    t = lambda v: torch.tensor([[v]], dtype=dtype)  # noqa: E731
+    t = lambda v: torch.tensor([[v]], dtype=dtype)
     return rotation_matrix(t(p), t(y), t(r))
 
 
 def test_rotation_convention():
     assert torch.equal(rot(0, 0, 0)[0], torch.eye(3))
     x, y, z = torch.eye(3)
-    close = lambda a, b: torch.testing.assert_close(a, b, rtol=0, atol=1e-6)  # noqa: E731
+    close = lambda a, b: torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     close(x @ rot(0, 90, 0)[0], -z)  # yaw: x -> -z, z -> x
     close(z @ rot(0, 90, 0)[0], x)
     close(y @ rot(90, 0, 0)[0], z)  # pitch: y -> z
@@ -127,8 +141,14 @@ def test_rotation_convention():
 
 def test_keypoints_transform(tiny):
     kp = torch.randn(1, 63)
-    info = {"pitch": torch.zeros(1), "yaw": torch.full((1,), 90.0), "roll": torch.zeros(1),
-            "t": torch.tensor([[0.1, -0.2, 5.0]]), "scale": torch.tensor([[2.0]]), "kp": kp}
+    info = {
+        "pitch": torch.zeros(1),
+        "yaw": torch.full((1,), 90.0),
+        "roll": torch.zeros(1),
+        "t": torch.tensor([[0.1, -0.2, 5.0]]),
+        "scale": torch.tensor([[2.0]]),
+        "kp": kp,
+    }
     out = tiny.keypoints(info)
     c = kp.view(21, 3)
     expected = torch.stack([c[:, 2] * 2 + 0.1, c[:, 1] * 2 - 0.2, -c[:, 0] * 2], dim=1)  # t_z unused
@@ -146,15 +166,27 @@ def test_online_keypoints(tiny):
     torch.testing.assert_close(pose[0], tiny.keypoints(info_ref)[0])  # easing starts at the reference pose
     torch.testing.assert_close(dri, tiny.keypoints(info_dri))
     # driving rows: driving head pose, reference canonical kps and scale, translation ref + 0.5·(t − t_first)
-    expected = tiny.keypoints(dict(info_dri, kp=info_ref["kp"].repeat(4, 1), scale=info_ref["scale"].expand(4, 1),
-                                   t=(info_dri["t"] - info_dri["t"][0]) * 0.5 + info_ref["t"]))
+    expected = tiny.keypoints(
+        dict(
+            info_dri,
+            kp=info_ref["kp"].repeat(4, 1),
+            scale=info_ref["scale"].expand(4, 1),
+            t=(info_dri["t"] - info_dri["t"][0]) * 0.5 + info_ref["t"],
+        )
+    )
     torch.testing.assert_close(pose[12:], expected)
     # the anchor of later chunks is the separate batch-1 pass over the first frame
     assert torch.equal(tracker.anchor["t"], tiny(frames[:1])["t"])
     pose2, dri2 = tracker(frames[4:])
     info2 = tiny(frames[4:])
-    expected2 = tiny.keypoints(dict(info2, kp=info_ref["kp"].repeat(4, 1), scale=info_ref["scale"].expand(4, 1),
-                                    t=(info2["t"] - tracker.anchor["t"]) * 0.5 + info_ref["t"]))
+    expected2 = tiny.keypoints(
+        dict(
+            info2,
+            kp=info_ref["kp"].repeat(4, 1),
+            scale=info_ref["scale"].expand(4, 1),
+            t=(info2["t"] - tracker.anchor["t"]) * 0.5 + info_ref["t"],
+        )
+    )
     torch.testing.assert_close(pose2, expected2)
     torch.testing.assert_close(dri2, tiny.keypoints(info2))
     tracker.reset()
@@ -178,7 +210,7 @@ def test_draw_keypoints_positions_and_colours():
     px = torch.tensor([[[100, 50], [300, 300], [300, 300], [400, 60], [60, 400], [200, 450], [200, 450]]])
     img = draw_keypoints(kps_at(px), 512)
     assert img.shape == (1, 3, 512, 512) and img.dtype == torch.float32
-    rgb = lambda x, y: img[0, :, y, x].tolist()  # noqa: E731
+    rgb = lambda x, y: img[0, :, y, x].tolist()
     assert rgb(100, 50) == [1, 0, 0]
     assert rgb(104, 50) == [1, 0, 0] and rgb(100, 46) == [1, 0, 0]  # radius² 16 is inside
     assert rgb(105, 50) == [0, 0, 0] and rgb(103, 53) == [0, 0, 0]  # 25 and 18 are outside
@@ -196,11 +228,11 @@ def test_draw_keypoints_positions_and_colours():
 
 def test_draw_keypoints_truncates_in_kps_dtype():
     kps = torch.zeros(1, 21, 3)
-    kps[0, 1, :2] = 0.5 - 2 ** -12  # x = 383.9375 px in fp32; fp16 math rounds 0.75 − 2^-13 up to 0.75
+    kps[0, 1, :2] = 0.5 - 2**-12  # x = 383.9375 px in fp32; fp16 math rounds 0.75 − 2^-13 up to 0.75
     kps[0, [2, 3, 4, 12, 15, 20], :2] = -0.9
     for dtype, col in ((torch.float32, 383), (torch.float16, 384)):
         img = draw_keypoints(kps.to(dtype), 512)
-        row = int((0.5 - 2 ** -12) * 0.5 * 512 + 256)
+        row = int((0.5 - 2**-12) * 0.5 * 512 + 256)
         lit = img[0, 0, row].nonzero().flatten()
         assert (lit.min() + lit.max()).item() // 2 == col
     kps[0, 1, :2] = -1 - 1 / 512  # −0.5 px truncates towards zero: the disc is centred on pixel 0

@@ -3,6 +3,7 @@ shows them: each UI-format workflow is named by its readable title, with its thu
 same name (small JPEG), and its API-format twin in workflows/api/; the thumbnails are what the tool draws; the
 docs name only templates that exist. (That the host lists and serves them: tests/test_comfy_host.py; that the
 browser shows them: tests/test_live_host.py.)"""
+
 import importlib.util
 import json
 import os

@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from personalive_core.models.motion import (MotEncoder, SpatialTransformer, crop_faces, interpolate_motion,
-                                     sincos_2d)
+from personalive_core.models.motion import MotEncoder, SpatialTransformer, crop_faces, interpolate_motion, sincos_2d
 
 torch.set_grad_enabled(False)
 
@@ -59,8 +58,21 @@ def test_full_size_key_layout():
     }
     assert {k: tuple(sd[k].shape) for k in expected} == expected
     hourglass = {k.split(".")[2] for k in sd if k.startswith("model.m0.")}
-    assert hourglass == {"b1_1", "b1_2", "b1_3", "b1_4", "b2_1", "b2_2", "b2_3", "b2_4", "b2_plus_1",
-                         "b3_1", "b3_2", "b3_3", "b3_4"}
+    assert hourglass == {
+        "b1_1",
+        "b1_2",
+        "b1_3",
+        "b1_4",
+        "b2_1",
+        "b2_2",
+        "b2_3",
+        "b2_4",
+        "b2_plus_1",
+        "b3_1",
+        "b3_2",
+        "b3_3",
+        "b3_4",
+    }
     assert not any("pos_embed.pos_embed" in k for k in sd)  # the 2-D table is not persistent
     assert sum(k.endswith("downsample.0.weight") for k in sd) == 2  # only conv2 and conv4 change width
     assert MotEncoder.config_from_state_dict(sd) == dict(width=64, attn_dim=1024, hourglass_depth=4, landmarks=68)
@@ -89,8 +101,17 @@ def test_positional_table_values():
     t = sincos_2d(8, 3)  # row-major 3x3 grid; first half encodes the column, second the row
     row, col = 1, 2
     assert t[row * 3 + col].tolist() == pytest.approx(
-        [math.sin(col), math.sin(col * 0.01), math.cos(col), math.cos(col * 0.01),
-         math.sin(row), math.sin(row * 0.01), math.cos(row), math.cos(row * 0.01)])
+        [
+            math.sin(col),
+            math.sin(col * 0.01),
+            math.cos(col),
+            math.cos(col * 0.01),
+            math.sin(row),
+            math.sin(row * 0.01),
+            math.cos(row),
+            math.cos(row * 0.01),
+        ]
+    )
 
 
 def test_forward_folds_frames_and_uses_running_stats(tiny):
@@ -142,8 +163,12 @@ def test_low_precision_forward(tiny):
 
 
 def naive_crop(images, boxes, size=224):
-    return torch.cat([F.interpolate(img[:, y1:y2, x1:x2][None], (size, size), mode="bilinear", align_corners=False)
-                      for img, (x1, y1, x2, y2) in zip(images, boxes.tolist())])
+    return torch.cat(
+        [
+            F.interpolate(img[:, y1:y2, x1:x2][None], (size, size), mode="bilinear", align_corners=False)
+            for img, (x1, y1, x2, y2) in zip(images, boxes.tolist())
+        ]
+    )
 
 
 def test_crop_faces_matches_slice_and_interpolate():

@@ -1,4 +1,5 @@
 """Motion controls: expression strength α, head-pose strength β, one-euro smoothing."""
+
 import dataclasses
 import math
 import os
@@ -31,7 +32,8 @@ class LivelyExtractor(MotionExtractor):
     hardly reacts to its input): yaw/pitch up to ±30° and translation ±0.04 from the blob's centroid,
     as head-pose bin logits peaked at that angle, so the real decoding runs; canonical keypoints spread
     over a ball of radius 0.5 (the random ones bunch up), so a turn shows in the drawings."""
-    CANONICAL = (torch.rand(1, 63, generator=torch.Generator().manual_seed(7)) - 0.5)
+
+    CANONICAL = torch.rand(1, 63, generator=torch.Generator().manual_seed(7)) - 0.5
 
     def forward(self, x):
         out = super().forward(x)
@@ -40,10 +42,16 @@ class LivelyExtractor(MotionExtractor):
         cx = (blob.sum(1) * side).sum(1) / blob.sum((1, 2)) - 0.5
         cy = (blob.sum(2) * side).sum(1) / blob.sum((1, 2)) - 0.5
         bins = self.idx_tensor * 3 - 96  # bin centres (degrees) as the decoding weighs them
-        logits = lambda deg: -((bins - deg[:, None]) / 3) ** 2 / 2  # noqa: E731
+        logits = lambda deg: -(((bins - deg[:, None]) / 3) ** 2) / 2
         kp = self.CANONICAL.expand(x.shape[0], -1).to(out["kp"].dtype)
-        return dict(out, yaw=logits(150 * cx), pitch=logits(150 * cy), roll=logits(50 * cx), kp=kp,
-                    t=torch.stack([0.2 * cx, 0.2 * cy, torch.zeros_like(cx)], dim=1).to(out["t"].dtype))
+        return dict(
+            out,
+            yaw=logits(150 * cx),
+            pitch=logits(150 * cy),
+            roll=logits(50 * cx),
+            kp=kp,
+            t=torch.stack([0.2 * cx, 0.2 * cy, torch.zeros_like(cx)], dim=1).to(out["t"].dtype),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +65,7 @@ def lively(tiny_models):
 def motion_chunks(models, reference, controls=None, n=12, frames=None):
     motion = HybridMotion(models.motion_extractor, models.motion_encoder, reference, controls)
     frames = frames or moving_frames(n)
-    return motion, [motion(to_model_frames(frames[i:i + 4], models.device)) for i in range(0, len(frames), 4)]
+    return motion, [motion(to_model_frames(frames[i : i + 4], models.device)) for i in range(0, len(frames), 4)]
 
 
 # -- defaults: nothing changes --------------------------------------------------------------------
@@ -75,21 +83,34 @@ def test_defaults_keep_the_official_keypoints_bit_for_bit(tiny_models, reference
     ex = tiny_models.motion_extractor
     frames = moving_frames(8)
     motion, chunks = motion_chunks(tiny_models, reference, MotionControls(1.0, 1.0, 0.0), frames=frames)
-    small = [torch.nn.functional.interpolate(to_model_frames(frames[i:i + 4], "cpu"), (256, 256), mode="bilinear",
-                                             align_corners=False) / 2 + 0.5 for i in (0, 4)]
+    small = [
+        torch.nn.functional.interpolate(
+            to_model_frames(frames[i : i + 4], "cpu"), (256, 256), mode="bilinear", align_corners=False
+        )
+        / 2
+        + 0.5
+        for i in (0, 4)
+    ]
     ref, anchor = ex(reference.cond), ex(small[0][:1])
     for chunk, x in zip(chunks, small):
         m = ex(x)
-        official = ex.keypoints(dict(m, kp=ref["kp"].repeat(4, 1), scale=m["scale"] * 0 + ref["scale"],
-                                     t=(m["t"] - (m["t"][0] if x is small[0] else anchor["t"])) * 0.5 + ref["t"]))
+        official = ex.keypoints(
+            dict(
+                m,
+                kp=ref["kp"].repeat(4, 1),
+                scale=m["scale"] * 0 + ref["scale"],
+                t=(m["t"] - (m["t"][0] if x is small[0] else anchor["t"])) * 0.5 + ref["t"],
+            )
+        )
         assert torch.equal(chunk.keypoints[-4:], official)
 
 
 def test_defaults_give_todays_frames(tiny_models, reference):
     frames = moving_frames(8)
     today = np.stack(list(render_stream(tiny_models, reference, frames, StreamConfig(seed=1))))
-    explicit = np.stack(list(render_stream(tiny_models, reference, frames,
-                                           StreamConfig(seed=1, controls=MotionControls(1, 1, 0)))))
+    explicit = np.stack(
+        list(render_stream(tiny_models, reference, frames, StreamConfig(seed=1, controls=MotionControls(1, 1, 0))))
+    )
     assert np.array_equal(today, explicit)
 
 
@@ -149,8 +170,12 @@ def jittered_pose(n=600, seed=0):
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(n, dtype=torch.float32)
     sway = torch.sin(2 * math.pi * t / 120)
-    clean = {"pitch": 3 * sway, "yaw": 10 * sway, "roll": 2 * sway,
-             "t": torch.stack([0.05 * sway, -0.03 * sway, torch.zeros(n)], dim=1)}
+    clean = {
+        "pitch": 3 * sway,
+        "yaw": 10 * sway,
+        "roll": 2 * sway,
+        "t": torch.stack([0.05 * sway, -0.03 * sway, torch.zeros(n)], dim=1),
+    }
     noisy = {k: v + torch.randn(v.shape, generator=g) * (0.005 if k == "t" else 1.0) for k, v in clean.items()}
     return clean, noisy
 
@@ -169,7 +194,7 @@ def variation(kps):
 def lag_frames(signal, clean, most=20):
     """The delay (frames) that best aligns `signal` with `clean` (least squares)."""
     n = clean.shape[0]
-    return min(range(most), key=lambda k: ((signal[k:] - clean[:n - k]) ** 2).mean().item())
+    return min(range(most), key=lambda k: ((signal[k:] - clean[: n - k]) ** 2).mean().item())
 
 
 # smoothness: (least variation ratio, most lag in frames); measured (seed 0): keypoint variation ÷ 2.35
@@ -184,7 +209,7 @@ def test_smoothing_calms_jitter_with_a_bounded_lag(smoothness):
     f = MotionFilter(MotionControls(smoothness=smoothness))
     smooth = {k: [] for k in noisy}
     for i in range(0, 600, 4):  # chunk by chunk, as a stream
-        out = f.pose({k: v[i:i + 4] for k, v in noisy.items()}, None)
+        out = f.pose({k: v[i : i + 4] for k, v in noisy.items()}, None)
         for k in smooth:
             smooth[k].append(out[k])
     smooth = {k: torch.cat(v) for k, v in smooth.items()}
@@ -201,7 +226,7 @@ def test_smoothing_calms_the_tokens():
     clean = torch.sin(2 * math.pi * t / 120 + torch.rand(1, 32, 16, generator=g) * 6)
     noisy = clean + 0.1 * torch.randn(400, 32, 16, generator=g)
     f = MotionFilter(MotionControls(smoothness=0.5))
-    smooth = torch.cat([f.smooth_tokens(noisy[i:i + 4]) for i in range(0, 400, 4)])
+    smooth = torch.cat([f.smooth_tokens(noisy[i : i + 4]) for i in range(0, 400, 4)])
     ratio = (noisy[1:] - noisy[:-1]).abs().mean() / (smooth[1:] - smooth[:-1]).abs().mean()
     assert ratio >= 1.9  # measured 2.14
     assert lag_frames(smooth.flatten(1), clean.flatten(1)) <= 2  # measured 1
@@ -228,11 +253,16 @@ def test_controls_change_between_chunks(tiny_models, reference):
     assert torch.equal(second.tokens, motion.reference_tokens.expand_as(second.tokens))
 
 
-@pytest.mark.parametrize("values,name", [({"expression": -0.1}, "expression -0.1"),
-                                         ({"head_pose": 2.5}, "head_pose 2.5"),
-                                         ({"smoothness": 1.5}, "smoothness 1.5"),
-                                         ({"smoothness": float("nan")}, "smoothness nan"),
-                                         ({"expression": "strong"}, "expression 'strong'")])
+@pytest.mark.parametrize(
+    "values,name",
+    [
+        ({"expression": -0.1}, "expression -0.1"),
+        ({"head_pose": 2.5}, "head_pose 2.5"),
+        ({"smoothness": 1.5}, "smoothness 1.5"),
+        ({"smoothness": float("nan")}, "smoothness nan"),
+        ({"expression": "strong"}, "expression 'strong'"),
+    ],
+)
 def test_out_of_range_values_are_refused(values, name):
     with pytest.raises(InputError, match=name) as e:
         MotionControls(**values)
@@ -265,6 +295,7 @@ def blob_frame(cx, cy, size=SIZE):
 
 def keypoint_images(chunks, size=SIZE * 2):
     from personalive_core.models.keypoints import draw_keypoints
+
     kps = torch.cat([c.keypoints[-4:] for c in chunks])
     return [(k.permute(1, 2, 0).numpy() * 255).astype(np.uint8) for k in draw_keypoints(kps, size)]
 
@@ -274,13 +305,17 @@ def test_stills_for_the_docs(lively, tiny_models, reference):
     frames at α = 1 and 0 (tiny random weights animate little), and the keypoints the pose guider sees
     at β = 1 and 0 and with smoothing (where the effect shows even with random weights)."""
     from PIL import Image
+
     os.makedirs(ARTIFACTS, exist_ok=True)
     frames = moving_frames(16)
     picks = [0, 5, 10, 15]
     rows = {}
     for alpha in (1.0, 0.0):
-        out = list(render_stream(tiny_models, reference, frames,
-                                 StreamConfig(seed=1, controls=MotionControls(expression=alpha))))
+        out = list(
+            render_stream(
+                tiny_models, reference, frames, StreamConfig(seed=1, controls=MotionControls(expression=alpha))
+            )
+        )
         rows[alpha] = strip([frames[i] for i in picks] + [(out[i] * 255).round().astype(np.uint8) for i in picks])
     assert not np.array_equal(rows[1.0], rows[0.0])
     still = np.concatenate([rows[1.0], np.full((4, rows[1.0].shape[1], 3), 96, np.uint8), rows[0.0]])
@@ -290,10 +325,15 @@ def test_stills_for_the_docs(lively, tiny_models, reference):
         _, chunks = motion_chunks(lively, reference, MotionControls(head_pose=beta), frames=frames)
         kp[beta] = keypoint_images(chunks)
     assert all(np.array_equal(k, kp[0.0][0]) for k in kp[0.0]) and not np.array_equal(kp[1.0][0], kp[1.0][-1])
-    Image.fromarray(np.concatenate([strip([kp[1.0][i] for i in picks], 1), np.full((4, 4 * SIZE * 2 + 6, 3), 96,
-                                                                               np.uint8),
-                                    strip([kp[0.0][i] for i in picks], 1)])).save(
-        os.path.join(ARTIFACTS, "controls_head_pose.png"))
+    Image.fromarray(
+        np.concatenate(
+            [
+                strip([kp[1.0][i] for i in picks], 1),
+                np.full((4, 4 * SIZE * 2 + 6, 3), 96, np.uint8),
+                strip([kp[0.0][i] for i in picks], 1),
+            ]
+        )
+    ).save(os.path.join(ARTIFACTS, "controls_head_pose.png"))
     # smoothing: a driver holding still but jittering, the keypoints of 16 frames (after the first 16) overlaid
     rng = np.random.default_rng(0)
     jitter = [blob_frame(0.6 + dx, 0.45 + dy) for dx, dy in rng.normal(0, 0.05, (32, 2))]

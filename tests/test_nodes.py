@@ -6,6 +6,7 @@ tiny image encoder and VAE (same methods as `comfy.clip_vision.ClipVisionModel.e
 `comfy.sd.VAE.encode/decode`), so the node graph can be compared frame for frame with the core's
 `render_stream` on the same tiny weights. tests/test_comfy_host.py runs the real host loaders.
 """
+
 import asyncio
 import copy
 import json
@@ -24,13 +25,15 @@ SIZE = 64
 
 pytestmark = pytest.mark.skipif(
     not COMFY or not os.path.isfile(os.path.join(COMFY, "main.py")),
-    reason="set COMFYUI_PATH to a ComfyUI checkout (with main.py) to run the node tests")
+    reason="set COMFYUI_PATH to a ComfyUI checkout (with main.py) to run the node tests",
+)
 
 
 def load_extension():
     """ComfyUI (CPU) and this repository as a custom-node package, as the host imports it (tests/pack.py:
     one copy of the core in this process, the pack's)."""
     import pack
+
     return pack.load(COMFY)
 
 
@@ -49,6 +52,7 @@ class Folders:
 
     def __init__(self):
         import folder_paths
+
         self.fp = folder_paths
         self.paths = folder_paths.folder_names_and_paths["personalive"][0]
         self.saved = list(self.paths)
@@ -84,6 +88,7 @@ class FakeClipVision:
     def encode_image(self, image, crop=True):
         from personalive_core.pipelines import clip_pixels, image_to_uint8
         from PIL import Image
+
         out = type("Output", (), {})()
         out.image_embeds = self.encoder(clip_pixels(Image.fromarray(image_to_uint8(image[0]))))
         return out
@@ -91,6 +96,7 @@ class FakeClipVision:
 
 class FakeVAE:
     """VAE stand-in over the core AutoencoderKL: IMAGE 0..1 ↔ unscaled latents."""
+
     latent_channels, downscale_ratio = 4, 8
 
     def __init__(self, vae):
@@ -118,14 +124,16 @@ def reference_u8():
 
 
 def encode(N, model, clip, vae, image, size=SIZE, resize="stretch"):
-    return N.encode_reference.PersonaLiveEncodeReference.execute(model, clip, vae, image, size=size,
-                                                                 resize=resize).result[0]
+    return N.encode_reference.PersonaLiveEncodeReference.execute(
+        model, clip, vae, image, size=size, resize=resize
+    ).result[0]
 
 
 def extract(N, model, image, size=SIZE, resize="stretch", preview="keypoints", **kw):
     """Extract Motion with the schema's defaults for the inputs not given (as the host fills them in)."""
-    return N.extract_motion.PersonaLiveExtractMotion.execute(model, image, preview, size=size, resize=resize,
-                                                             **kw).result
+    return N.extract_motion.PersonaLiveExtractMotion.execute(
+        model, image, preview, size=size, resize=resize, **kw
+    ).result
 
 
 def sample(N, model, reference, motion, vae, seed=0, **kw):
@@ -147,9 +155,18 @@ def as_loaded(tiny_models):
     frames is tested on damped models in test_rewrites.py)."""
     from personalive_core.config import SpeedOptions
     from personalive_core.models.rewrites import apply_rewrites
+
     models = copy.deepcopy(tiny_models)
-    apply_rewrites([models.denoising_unet, models.reference_unet, models.pose_guider, models.motion_encoder,
-                    models.motion_extractor], SpeedOptions().resolve("cpu", torch.float32))
+    apply_rewrites(
+        [
+            models.denoising_unet,
+            models.reference_unet,
+            models.pose_guider,
+            models.motion_encoder,
+            models.motion_extractor,
+        ],
+        SpeedOptions().resolve("cpu", torch.float32),
+    )
     return models
 
 
@@ -159,6 +176,7 @@ def core_render(tiny_models, ref_u8, driving, size=SIZE, seed=0, keep_warmup=Fal
     from personalive_core.media.video_io import square
     from personalive_core.pipelines import encode_reference, prepare_reference
     from personalive_core.streaming.render import render_stream
+
     frames = [np.asarray(square(Image.fromarray(f), size)) for f in driving]
     tiny_models = as_loaded(tiny_models)
     with torch.no_grad():
@@ -172,8 +190,12 @@ def test_entrypoint_lists_the_nodes(ext):
     extension = asyncio.run(ext.comfy_entrypoint())
     nodes = asyncio.run(extension.get_node_list())
     ids = [n.define_schema().node_id for n in nodes]
-    assert ids[:4] == ["PersonaLiveLoadModel", "PersonaLiveEncodeReference", "PersonaLiveExtractMotion",
-                       "PersonaLiveStreamSampler"]
+    assert ids[:4] == [
+        "PersonaLiveLoadModel",
+        "PersonaLiveEncodeReference",
+        "PersonaLiveExtractMotion",
+        "PersonaLiveStreamSampler",
+    ]
     assert len(set(ids)) == len(ids) and all(i.startswith("PersonaLive") for i in ids)
 
 
@@ -193,6 +215,7 @@ def test_config_inputs_are_generated_from_the_config(ext):
     node), bounds, step, choices and help: nothing is copied by hand."""
     from comfy_api.latest import io
     from personalive_core import StreamConfig, fields_of, preset
+
     infos = fields_of(StreamConfig)
     seen = set()
     for node in ext.NODES:
@@ -211,12 +234,28 @@ def test_config_inputs_are_generated_from_the_config(ext):
             else:
                 assert isinstance(item, io.Float.Input if info.type is float else io.Int.Input)
                 assert (item.min, item.max, item.step) == (info.spec.min, info.spec.max, info.spec.step)
-    assert {"size", "seed", "dtype", "compile", "expression", "head_pose", "smoothness", "keyframe_threshold",
-            "max_keyframes", "crop", "paste_into", "crop_scale", "feather", "resize", "max_frames"} <= seen
+    assert {
+        "size",
+        "seed",
+        "dtype",
+        "compile",
+        "expression",
+        "head_pose",
+        "smoothness",
+        "keyframe_threshold",
+        "max_keyframes",
+        "crop",
+        "paste_into",
+        "crop_scale",
+        "feather",
+        "resize",
+        "max_frames",
+    } <= seen
 
 
 def test_model_folder_registered(N):
     import folder_paths
+
     paths, extensions = folder_paths.folder_names_and_paths["personalive"]
     assert os.path.join(folder_paths.models_dir, "personalive") in paths
     assert {".pth", ".safetensors"} <= set(extensions)
@@ -225,6 +264,7 @@ def test_model_folder_registered(N):
 def test_model_folder_keeps_extra_model_paths(N, tmp_path):
     """A `personalive:` entry of extra_model_paths.yaml (added before the extension loads) is kept."""
     import folder_paths
+
     saved = folder_paths.folder_names_and_paths.pop("personalive")
     try:
         folder_paths.add_model_folder_path("personalive", str(tmp_path))  # what the yaml loader does
@@ -252,6 +292,7 @@ def test_weight_sets_lists_subfolders(N, tiny_weights, tmp_path, weights_folder)
 def test_load_model_gives_a_managed_patcher(N, model):
     import comfy.model_management as mm
     import comfy.model_patcher
+
     assert isinstance(model, comfy.model_patcher.ModelPatcher)
     assert model.model.info.dtype == torch.float32  # auto on the CPU
     m = N.common.load_networks(model, SIZE)
@@ -264,11 +305,20 @@ def test_missing_files_error_lists_files_and_folders(N, tiny_weights, tmp_path, 
     folder.mkdir()
     shutil.copy(os.path.join(tiny_weights, "personalive", "denoising_unet.pth"), folder)
     weights_folder.set(folder)
-    with pytest.raises(FileNotFoundError) as e:
-        N.load_model.PersonaLiveLoadModel.execute("personalive", dtype="auto")
+    with pytest.raises(FileNotFoundError) as e:  # the first-use download: tests/test_nodes_download.py
+        N.load_model.PersonaLiveLoadModel.execute("personalive", dtype="auto", download_missing=False)
     message = str(e.value)
-    for name in ("temporal_module", "reference_unet", "pose_guider", "motion_encoder", "motion_extractor",
-                 str(folder), "models/clip_vision", "models/vae", "huaichang/PersonaLive"):
+    for name in (
+        "temporal_module",
+        "reference_unet",
+        "pose_guider",
+        "motion_encoder",
+        "motion_extractor",
+        str(folder),
+        "models/clip_vision",
+        "models/vae",
+        "huaichang/PersonaLive",
+    ):
         assert name in message, message
 
 
@@ -293,8 +343,9 @@ def test_graph_matches_core_render(N, model, host_models, tiny_models, reference
     so a keyframe is taken): the sampler's frames equal the core's render_stream frames."""
     driving = moving_frames(26, 80)
     clip, vae = host_models
-    reference, motion, preview, images, latent = run_graph(N, model, clip, vae, reference_u8, driving,
-                                                           keyframe_threshold=0.0)
+    reference, motion, preview, images, latent = run_graph(
+        N, model, clip, vae, reference_u8, driving, keyframe_threshold=0.0
+    )
     expected = core_render(tiny_models, reference_u8, driving, threshold=0.0)
     assert images.shape == (26, SIZE, SIZE, 3) and images.dtype == torch.float32
     np.testing.assert_allclose(images.numpy(), expected, atol=1e-5)
@@ -330,11 +381,13 @@ def test_reference_is_reused_across_runs(N, model, host_models, reference_u8):
 @pytest.fixture(scope="module")
 def driving_video(tmp_path_factory):
     from test_comfy_host import make_media
+
     return make_media(str(tmp_path_factory.mktemp("media")), frames=9, fps=12)
 
 
 def test_video_input_streams_like_the_image_batch(N, model, reference_u8, driving_video):
     from comfy_api.latest import InputImpl
+
     video = InputImpl.VideoFromFile(driving_video[1])
     parts = video.get_components()
     ref = as_image([reference_u8])
@@ -351,9 +404,11 @@ def test_video_input_streams_like_the_image_batch(N, model, reference_u8, drivin
 
 def test_max_frames_cuts_frames_and_audio(N, model, reference_u8, driving_video):
     from comfy_api.latest import InputImpl
+
     video = InputImpl.VideoFromFile(driving_video[1])
-    motion, preview, fps, audio = extract(N, model, as_image([reference_u8]), driving_video=video, max_frames=5,
-                                          preview="none")
+    motion, preview, fps, audio = extract(
+        N, model, as_image([reference_u8]), driving_video=video, max_frames=5, preview="none"
+    )
     assert motion.track.frames == 5 and len(motion.track.chunks) == 2 + 3
     assert preview.shape == (1, 64, 64, 3)
     assert audio["waveform"].shape[-1] == round(5 / 12 * 16000)
@@ -362,6 +417,7 @@ def test_max_frames_cuts_frames_and_audio(N, model, reference_u8, driving_video)
 # -- mistakes ------------------------------------------------------------------------------------------
 def test_mismatched_reference_and_motion_are_refused(N, model, host_models, reference_u8):
     from personalive_core import InputError
+
     clip, vae = host_models
     ref = as_image([reference_u8])
     other = as_image([moving_frames(1, 96, seed=9)[0]])
@@ -379,6 +435,7 @@ def test_mismatched_reference_and_motion_are_refused(N, model, host_models, refe
 
 def test_bad_inputs_are_explained(N, model, host_models, reference_u8):
     from personalive_core import InputError
+
     clip, vae = host_models
     ref = as_image([reference_u8])
     with pytest.raises(InputError, match="batch of 2"):
@@ -397,11 +454,13 @@ def test_bad_inputs_are_explained(N, model, host_models, reference_u8):
             out = type("Output", (), {})()
             out.image_embeds = torch.zeros(1, 1024)
             return out
+
     with pytest.raises(InputError, match="1024-d image embeddings but the PersonaLive UNets expect 16-d"):
         encode(N, model, WideClip(None), vae, ref)
 
     class FluxVAE(FakeVAE):
         latent_channels = 16
+
     with pytest.raises(InputError, match="SD 1.x latent space"):
         encode(N, model, clip, FluxVAE(None), ref)
 
@@ -410,12 +469,15 @@ def test_extract_motion_applies_the_motion_controls(N, model, reference_u8):
     """expression 0: every driving frame carries the reference's own motion tokens (the first warm-up row);
     the defaults given explicitly change nothing; a value out of range is refused, named."""
     from personalive_core import InputError
+
     ref, driving = as_image([reference_u8]), as_image(moving_frames(8, 80))
     plain = extract(N, model, ref, driving_images=driving)[0].track
     explicit = extract(N, model, ref, driving_images=driving, expression=1.0, head_pose=1.0, smoothness=0.0)[0].track
     still = extract(N, model, ref, driving_images=driving, expression=0.0)[0].track
-    assert all(torch.equal(a.tokens, b.tokens) and torch.equal(a.keypoints, b.keypoints)
-               for a, b in zip(plain.chunks, explicit.chunks))
+    assert all(
+        torch.equal(a.tokens, b.tokens) and torch.equal(a.keypoints, b.keypoints)
+        for a, b in zip(plain.chunks, explicit.chunks)
+    )
     ref_tokens = still.chunks[0].tokens[:1]
     assert all(torch.equal(c.tokens[-4:], ref_tokens.expand(4, -1, -1)) for c in still.chunks)
     assert not torch.equal(plain.chunks[1].tokens, still.chunks[1].tokens)
@@ -427,13 +489,16 @@ def test_extract_motion_applies_the_motion_controls(N, model, reference_u8):
 def test_progress_previews_and_interrupt(N, model, host_models, reference_u8):
     import comfy.model_management as mm
     import comfy.utils
+
     clip, vae = host_models
     ref = as_image([reference_u8])
     reference = encode(N, model, clip, vae, ref)
     motion = extract(N, model, ref, driving_images=as_image(moving_frames(5, 64)))[0]
     calls = []
     saved = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total, preview)))
+    comfy.utils.set_progress_bar_global_hook(
+        lambda value, total, preview, node_id=None: calls.append((value, total, preview))
+    )
     try:
         sample(N, model, reference, motion, vae)
         assert [c[:2] for c in calls] == [(k, 5) for k in range(1, 6)]
@@ -452,7 +517,10 @@ def test_progress_previews_and_interrupt(N, model, host_models, reference_u8):
 def workflow_pairs():
     """(UI file title, API file name) of every shipped template (scripts/dev/make_workflows.py names them)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("make_workflows", os.path.join(REPO, "scripts", "dev", "make_workflows.py"))
+
+    spec = importlib.util.spec_from_file_location(
+        "make_workflows", os.path.join(REPO, "scripts", "dev", "make_workflows.py")
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     return sorted((graph["template"], name) for name, graph in tool.GRAPHS.items())
@@ -462,6 +530,7 @@ def workflow_pairs():
 def test_ui_and_api_workflows_are_the_same_graph(ext, title, name):
     """Links of the UI file = node references of the API file; PersonaLive widget values = API inputs."""
     from comfy_api.latest import io
+
     with open(os.path.join(REPO, "workflows", title + ".json")) as f:
         ui = json.load(f)
     with open(os.path.join(REPO, "workflows", "api", name + ".json")) as f:
@@ -501,11 +570,15 @@ def test_compiled_model_follows_the_host_moving_its_weights(N, weights_folder, h
     import comfy.utils
     from torch._dynamo.utils import counters
     from personalive_core.pipelines import sample_motion
+
     RENDER = N.options.RENDER
     torch._dynamo.reset()
     counters.clear()
     load = N.load_model.PersonaLiveLoadModel.execute
-    compiled, plain = load("personalive", dtype="auto", compile=True).result[0], load("personalive", dtype="auto").result[0]
+    compiled, plain = (
+        load("personalive", dtype="auto", compile=True).result[0],
+        load("personalive", dtype="auto").result[0],
+    )
     assert compiled.model.info.compile and not plain.model.info.compile
     clip, vae = host_models
     ref = as_image([reference_u8])
@@ -515,8 +588,16 @@ def test_compiled_model_follows_the_host_moving_its_weights(N, weights_folder, h
 
     def stream(patcher, config):
         config = N.common.stream_config(patcher, {}, config)
-        return torch.cat(list(sample_motion(N.common.load_networks(patcher, SIZE), reference.reference, motion.track,
-                                            config.replace(keep_warmup=True))))
+        return torch.cat(
+            list(
+                sample_motion(
+                    N.common.load_networks(patcher, SIZE),
+                    reference.reference,
+                    motion.track,
+                    config.replace(keep_warmup=True),
+                )
+            )
+        )
 
     want = stream(plain, eager.replace(static_step=True))
     assert torch.equal(stream(compiled, eager), want)

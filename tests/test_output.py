@@ -1,5 +1,6 @@
 """Output timing: frames keep the driving video's presentation times (variable frame rate, exact
 NTSC rates), and the audio stays in sync with them, checked by tones that start on marked frames."""
+
 from fractions import Fraction
 
 import av
@@ -49,8 +50,11 @@ def vfr(tmp_path_factory):
     """Phone-like variable frame rate, 300 frames in 10.6 s: 60 fps, then 20 fps (the light dims), then
     30 fps with jitter."""
     rng = np.random.default_rng(1)
-    steps = [Fraction(1, 60)] * 100 + [Fraction(1, 20)] * 100 + list(rng.choice([Fraction(1, 36), Fraction(1, 30),
-                                                                                  Fraction(1, 25)], 99))
+    steps = (
+        [Fraction(1, 60)] * 100
+        + [Fraction(1, 20)] * 100
+        + list(rng.choice([Fraction(1, 36), Fraction(1, 30), Fraction(1, 25)], 99))
+    )
     times = [Fraction(0)] + [Fraction(t) for t in np.cumsum(steps)]
     path = tmp_path_factory.mktemp("vfr") / "vfr.mp4"
     return write_video(path, marked_frames(300), fps=30, times=times, beeps=[float(times[k]) for k in MARKS]), times
@@ -72,8 +76,7 @@ def test_variable_frame_rate_keeps_times_and_lip_sync(vfr, tmp_path):
 
 @pytest.mark.parametrize("rate", [Fraction(30000, 1001), Fraction(60000, 1001)])
 def test_ntsc_rates_stay_exact(tmp_path, rate):
-    src = write_video(tmp_path / "ntsc.mp4", marked_frames(300), fps=rate,
-                      beeps=[float(k / rate) for k in MARKS])
+    src = write_video(tmp_path / "ntsc.mp4", marked_frames(300), fps=rate, beeps=[float(k / rate) for k in MARKS])
     times = rewrite(src, tmp_path / "o.mp4")
     _, out_times, _, out_rate = decode(tmp_path / "o.mp4")
     assert Fraction(out_rate) == rate and out_times == times == [i / rate for i in range(300)]

@@ -1,5 +1,6 @@
 """The stream runner: with the overlap options on the CPU (where they are the plain loop) and with
 a stage timer, the frames are those of the plain push/decode loop."""
+
 import torch
 
 from conftest import moving_frames
@@ -15,7 +16,7 @@ SIZE = 64
 
 def chunks(n):
     frames = moving_frames(4 * n, SIZE)
-    return [to_model_frames(frames[i:i + 4], "cpu") for i in range(0, 4 * n, 4)]
+    return [to_model_frames(frames[i : i + 4], "cpu") for i in range(0, 4 * n, 4)]
 
 
 def test_runner_options_give_the_plain_frames(tiny_models, reference_image):
@@ -26,8 +27,13 @@ def test_runner_options_give_the_plain_frames(tiny_models, reference_image):
         session = StreamingSession(tiny_models, reference, StreamConfig(seed=2))
         timer = StageTimer("cpu")
         session.timer = timer
-        runner = StreamRunner(session, lambda latents: decode(tiny_models.vae, latents), motion_ahead=ahead,
-                              decode_behind=behind, timer=timer)
+        runner = StreamRunner(
+            session,
+            lambda latents: decode(tiny_models.vae, latents),
+            motion_ahead=ahead,
+            decode_behind=behind,
+            timer=timer,
+        )
         got = list(runner.run(chunks(4)))
         assert len(got) == 4 and all(torch.equal(a, b) for a, b in zip(got, want))
         assert {"motion", "denoiser", "decode", "to_host"} <= set(timer.totals())

@@ -1,5 +1,6 @@
 """The install files agree: pyproject.toml's dependencies are requirements.txt (what ComfyUI installs into
 its Python), its `cli` extra is requirements-cli.txt beyond that; and the nodes' file stays small."""
+
 import os
 import tomllib
 

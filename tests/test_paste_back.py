@@ -1,4 +1,5 @@
 """Paste-back: generated crops back into the original pictures, untouched outside the mask."""
+
 import numpy as np
 import pytest
 
@@ -53,6 +54,7 @@ def test_tall_boxes_are_blended_in_strips_with_the_same_result(dtype):
     (float rounding apart) and the memory beyond the result stays a few strips."""
     import tracemalloc
     from personalive_core.media import paste_back as pb
+
     rng = np.random.default_rng(0)
     original = rng.integers(0, 256, (1100, 1500, 3)).astype(np.uint8)
     original = original if dtype == np.uint8 else original.astype(np.float32) / 255
@@ -75,6 +77,7 @@ def _one_piece(generated, original, info):
     """The blend in one piece (the whole box resized at once), in float64 for comparison."""
     import cv2
     from personalive_core.media.paste_back import feather_mask
+
     x0, y0, x1, y1 = info.box
     side, (h, w) = x1 - x0, original.shape[:2]
     gen = cv2.resize(generated, (side, side), interpolation=cv2.INTER_LINEAR)
@@ -83,6 +86,6 @@ def _one_piece(generated, original, info):
     scale = 255.0 if original.dtype == np.uint8 else 1.0
     out = original.astype(np.float64)
     region = out[iy0:iy1, ix0:ix1] / scale
-    g, mm = gen[iy0 - y0: iy1 - y0, ix0 - x0: ix1 - x0], m[iy0 - y0: iy1 - y0, ix0 - x0: ix1 - x0]
+    g, mm = gen[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0], m[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
     out[iy0:iy1, ix0:ix1] = np.where(mm > 0, (region + mm * (g - region)) * scale, region * scale)
     return out

@@ -5,6 +5,7 @@ first (warm-up) chunk 15.6 dB, then 34–42 dB with no trend. Bars: every chunk 
 ≥ 30 dB, and the last tenth of the driven stream within 3 dB of its first tenth (a precision that
 drifts loses PSNR chunk after chunk as its errors stay in the window and the keyframes).
 """
+
 import copy
 import json
 import math
@@ -22,8 +23,11 @@ CHUNKS = 24
 
 def test_bf16_stream_stays_close_without_drift(damped, reference_image):
     bf16 = copy.deepcopy(damped).to("cpu", torch.bfloat16)
-    gaps = list(precision.compare_streams(damped, bf16, reference_image, moving_frames(4 * CHUNKS, SIZE), SIZE,
-                                          StreamConfig(seed=5)))
+    gaps = list(
+        precision.compare_streams(
+            damped, bf16, reference_image, moving_frames(4 * CHUNKS, SIZE), SIZE, StreamConfig(seed=5)
+        )
+    )
     result = precision.summarize(gaps)
     print(result)
     assert result["chunks"] == CHUNKS and result["nonfinite_chunks"] == 0
@@ -51,8 +55,7 @@ def test_summary_means_errors_not_decibels():
 
 
 def test_cli_same_precision_is_identical(capsys):
-    assert main(["precision", "--random-weights", "tiny", "--size", "64", "--chunks", "3",
-                 "--test", "cpu:fp32"]) == 0
+    assert main(["precision", "--random-weights", "tiny", "--size", "64", "--chunks", "3", "--test", "cpu:fp32"]) == 0
     out, err = capsys.readouterr()
     result = json.loads(out.strip().splitlines()[-1])
     assert result["psnr_min"] == math.inf and result["max_abs"] == 0 and result["chunks"] == 3

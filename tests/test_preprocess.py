@@ -13,9 +13,9 @@ def clip_norm(rgb01):
 
 def test_clip_resize_rule_truncates():
     assert P.clip_resize_size(512, 512) == (224, 224)
-    assert P.clip_resize_size(333, 517) == (224, 347)   # 224·517/333 = 347.77 → 347
+    assert P.clip_resize_size(333, 517) == (224, 347)  # 224·517/333 = 347.77 → 347
     assert P.clip_resize_size(1000, 217) == (1032, 224)  # 1032.26 → 1032
-    assert P.clip_resize_size(448, 300) == (334, 224)   # 334.51 → 334 (not rounded up)
+    assert P.clip_resize_size(448, 300) == (334, 224)  # 334.51 → 334 (not rounded up)
 
 
 def test_center_crop_offset_floors():
@@ -50,8 +50,9 @@ def test_clip_converts_grayscale_and_rgba_to_rgb():
     out = P.clip_pixels(grey)[0]
     np.testing.assert_array_equal(out[:, 7, 9].numpy(), clip_norm(np.float32(np.float64(128) / 255) * np.ones(3)))
     rgba = Image.new("RGBA", (300, 300), (10, 20, 30, 0))  # alpha is dropped, not composited
-    np.testing.assert_array_equal(P.clip_pixels(rgba)[0, :, 0, 0].numpy(),
-                                  clip_norm((np.array([10, 20, 30]) * (1 / 255)).astype(np.float32)))
+    np.testing.assert_array_equal(
+        P.clip_pixels(rgba)[0, :, 0, 0].numpy(), clip_norm((np.array([10, 20, 30]) * (1 / 255)).astype(np.float32))
+    )
 
 
 def test_vae_values_and_sizes():

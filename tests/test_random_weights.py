@@ -1,4 +1,5 @@
 """Random weight presets, and the public builder of the five PersonaLive networks."""
+
 import copy
 import os
 
@@ -39,8 +40,9 @@ def test_frames_depend_smoothly_on_the_inputs(tiny_models, reference_image):
 
 
 def test_motion_cross_attention_logits_are_order_one(tiny_models, reference_image):
-    tokens = tiny_models.motion_encoder.encode(torch.from_numpy(moving_frames(1, 224)[0]).permute(2, 0, 1)[None]
-                                               .float() / 127.5 - 1)
+    tokens = tiny_models.motion_encoder.encode(
+        torch.from_numpy(moving_frames(1, 224)[0]).permute(2, 0, 1)[None].float() / 127.5 - 1
+    )
     assert tokens.pow(2).mean().sqrt() > 20  # large tokens (the keyframe test needs them) ...
     with torch.no_grad():
         for name, m in tiny_models.denoising_unet.named_modules():
@@ -71,8 +73,9 @@ def test_build_personalive_networks(tiny_weights, tiny_models):
 
 def test_build_personalive_networks_refuses_mixed_releases(tiny_weights, tmp_path):
     files = dict(find_layout(tiny_weights).personalive)
-    files["reference_unet"] = str(save_state_dict(personalive_state_dicts("comfy")["reference_unet"],
-                                                  tmp_path / "reference_unet.pth"))
+    files["reference_unet"] = str(
+        save_state_dict(personalive_state_dicts("comfy")["reference_unet"], tmp_path / "reference_unet.pth")
+    )
     with pytest.raises(WeightsError, match="different cross-attention widths") as e:
         build_personalive_networks(files)
     assert files["reference_unet"] in str(e.value) and files["denoising_unet"] in str(e.value)

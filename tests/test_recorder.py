@@ -1,4 +1,5 @@
 """Recorded takes: numbered files, frames at their capture times, playable after a crash."""
+
 import os
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def test_a_crash_leaves_a_playable_take(tmp_path):
     path = str(tmp_path / "crash.mp4")
     child = textwrap.dedent(f"""
         import os, time, sys
-        sys.path.insert(0, {REPO!r}); sys.path.insert(0, {os.path.join(REPO, 'tests')!r})
+        sys.path.insert(0, {REPO!r}); sys.path.insert(0, {os.path.join(REPO, "tests")!r})
         from personalive_core.live.recorder import TakeRecorder
         from test_recorder import frame
         r = TakeRecorder({path!r}, 64)

@@ -4,8 +4,14 @@ import pytest
 from conftest import SIZE, moving_frames
 from personalive_core.pipelines import encode_reference, prepare_reference
 from personalive_core.config import StreamConfig
-from personalive_core.streaming.render import (Padding, chunks_needed, driving_chunks, kept_slice, mirror_index,
-                                               render_stream)
+from personalive_core.streaming.render import (
+    Padding,
+    chunks_needed,
+    driving_chunks,
+    kept_slice,
+    mirror_index,
+    render_stream,
+)
 
 
 def test_mirror_padding_matches_official_offline_padding():
@@ -35,8 +41,11 @@ def test_driving_chunks_pad_and_keep_one_output_per_driving_frame(n):
     assert [c.real for c in chunks] == [min(4, max(n - 4 * c.index, 0)) for c in chunks]
 
     def positions(keep_warmup, total=None):  # stream positions of the kept outputs: 0-11 warm-up, then 12 + i
-        return [4 * c.index + i for c in chunks
-                for i in range(4)[c.kept(keep_warmup) if total is None else kept_slice(c.index, total, keep_warmup)]]
+        return [
+            4 * c.index + i
+            for c in chunks
+            for i in range(4)[c.kept(keep_warmup) if total is None else kept_slice(c.index, total, keep_warmup)]
+        ]
 
     assert positions(False) == positions(False, n) == [12 + i for i in range(n)]
     assert positions(True) == positions(True, n) == list(range(12 + n))
@@ -52,7 +61,7 @@ def test_one_frame_out_per_driving_frame(tiny_models, reference, n):
     frames = moving_frames(n)
     out = list(render_stream(tiny_models, reference, iter(frames), StreamConfig(seed=0)))
     assert len(out) == n and out[0].shape == (SIZE, SIZE, 3) and out[0].dtype == np.float32
-    assert all(0.0 <= f.min() and f.max() <= 1.0 for f in out)
+    assert all(f.min() >= 0.0 and f.max() <= 1.0 for f in out)
     warm = list(render_stream(tiny_models, reference, iter(frames), StreamConfig(keep_warmup=True)))
     assert len(warm) == n + 12
     # same stream, warm-up first: driving-aligned frames are identical

@@ -1,6 +1,7 @@
 """`render --crop auto --paste-into reference` on synthetic real-world-like footage: non-square frames (a
 1920×1080 / 1080×1920 layout scaled down to 320×180 / 180×320 for speed) with a drawn face the
 detectors find, a frame without a face, output at the original size, untouched outside the mask."""
+
 import math
 
 import av
@@ -31,15 +32,31 @@ def footage(tmp_path_factory):
     Image.fromarray(frame_with_face(180, 320, 170, 85, 60)).save(d / "ref.png")  # landscape
     Image.fromarray(frame_with_face(181, 321, 150, 90, 60, seed=4)).save(d / "ref_odd.png")
     Image.fromarray(background(181, 321, seed=9)).save(d / "ref_noface.png")
-    frames = [background(320, 180, seed=t) if t == NO_FACE else frame_with_face(320, 180, *driving_path(t), seed=t)
-              for t in range(7)]
+    frames = [
+        background(320, 180, seed=t) if t == NO_FACE else frame_with_face(320, 180, *driving_path(t), seed=t)
+        for t in range(7)
+    ]
     write_video(d / "drive.mp4", frames)  # portrait, with audio
     return d
 
 
 def render(weights, footage, out, *extra, reference="ref.png"):
-    return main(["render", "--weights", weights, "--reference", str(footage / reference), "--size", str(SIZE),
-                 "--driving", str(footage / "drive.mp4"), "--out", str(out), *extra])
+    return main(
+        [
+            "render",
+            "--weights",
+            weights,
+            "--reference",
+            str(footage / reference),
+            "--size",
+            str(SIZE),
+            "--driving",
+            str(footage / "drive.mp4"),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def outside_disc(info, margin=1.06):
@@ -47,7 +64,7 @@ def outside_disc(info, margin=1.06):
     0 from that circle outwards at crop size, is upscaled bilinearly to the box, a 64-pixel crop
     to ~100 pixels here, so it reaches about one crop pixel, 3 % of the radius, past the circle)."""
     x0, y0, x1, y1 = info.box
-    yy, xx = np.mgrid[:info.image_hw[0], :info.image_hw[1]]
+    yy, xx = np.mgrid[: info.image_hw[0], : info.image_hw[1]]
     return np.hypot(xx + 0.5 - (x0 + x1) / 2, yy + 0.5 - (y0 + y1) / 2) / ((x1 - x0) / 2) > margin
 
 
@@ -99,8 +116,21 @@ def test_paste_into_driving_follows_the_tracked_face(tiny_weights, footage, tmp_
 
 def test_mp4_with_odd_size_and_no_face_in_reference(tiny_weights, footage, tmp_path, capsys):
     out = tmp_path / "o.mp4"
-    assert render(tiny_weights, footage, out, "--crop", "auto", "--paste-into", "reference", "--max-frames", "4",
-                  reference="ref_noface.png") == 0
+    assert (
+        render(
+            tiny_weights,
+            footage,
+            out,
+            "--crop",
+            "auto",
+            "--paste-into",
+            "reference",
+            "--max-frames",
+            "4",
+            reference="ref_noface.png",
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "no face found in the reference" in err and "odd side" in err
     with av.open(str(out)) as c:
@@ -116,12 +146,18 @@ def test_crop_without_paste_back_gives_model_size(tiny_weights, footage, tmp_pat
     assert shapes == {(SIZE, SIZE, 3)} and len(list(out.iterdir())) == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--paste-into", "reference"], "paste_into 'reference' needs the reference picture's face crop: use crop 'auto'"),
-    (["--paste-into", "driving"], "--paste-into 'driving' needs crop 'auto'"),
-    (["--crop", "auto", "--crop-scale", "0.5"], "--crop-scale 0.5"),
-    (["--crop", "auto", "--feather", "0"], "--feather 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--paste-into", "reference"],
+            "paste_into 'reference' needs the reference picture's face crop: use crop 'auto'",
+        ),
+        (["--paste-into", "driving"], "--paste-into 'driving' needs crop 'auto'"),
+        (["--crop", "auto", "--crop-scale", "0.5"], "--crop-scale 0.5"),
+        (["--crop", "auto", "--feather", "0"], "--feather 0"),
+    ],
+)
 def test_bad_crop_options_exit_2(tiny_weights, footage, tmp_path, capsys, args, message):
     assert render(tiny_weights, footage, tmp_path / "o.npy", *args) == 2
     assert message in capsys.readouterr().err
@@ -131,11 +167,32 @@ def test_rotated_phone_video_pastes_into_upright_frames(tiny_weights, footage, t
     """The portrait driving video as a phone stores it: landscape pixels and a 90° display matrix. The
     output is upright (portrait) and the face lands where it is in the upright frames."""
     from media_factory import write_video as write_phone_video
+
     upright = list(DrivingSource(str(footage / "drive.mp4")))
     phone = write_phone_video(tmp_path / "phone.mp4", [np.rot90(f, -1) for f in upright], fps=12, rotation=90)
     out = tmp_path / "o.npy"
-    assert main(["render", "--weights", tiny_weights, "--reference", str(footage / "ref.png"), "--size", str(SIZE),
-                 "--driving", str(phone), "--out", str(out), "--crop", "auto", "--paste-into", "driving"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                "--weights",
+                tiny_weights,
+                "--reference",
+                str(footage / "ref.png"),
+                "--size",
+                str(SIZE),
+                "--driving",
+                str(phone),
+                "--out",
+                str(out),
+                "--crop",
+                "auto",
+                "--paste-into",
+                "driving",
+            ]
+        )
+        == 0
+    )
     frames = np.load(out)
     assert frames.shape == (7, 320, 180, 3)
     tracker = FaceTracker()

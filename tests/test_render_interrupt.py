@@ -1,5 +1,6 @@
 """A render cut short leaves a playable mp4: Ctrl-C (KeyboardInterrupt, and a real SIGINT), an
 exception mid-run, a second Ctrl-C while the audio is added, and a process killed outright."""
+
 import os
 import shutil
 import signal
@@ -49,21 +50,38 @@ def fail_at_decode(monkeypatch, call, exc):
     monkeypatch.setattr(render_mod, "decode", decode)
 
 
-@pytest.mark.parametrize("exc, second_interrupt", [
-    (KeyboardInterrupt(), False),
-    (RuntimeError("boom"), False),
-    (KeyboardInterrupt(), True),  # Ctrl-C again while the audio is being added: video only
-])
-def test_cut_short_render_leaves_playable_mp4(tiny_weights, inputs, tmp_path, monkeypatch, capsys, exc,
-                                              second_interrupt):
+@pytest.mark.parametrize(
+    "exc, second_interrupt",
+    [
+        (KeyboardInterrupt(), False),
+        (RuntimeError("boom"), False),
+        (KeyboardInterrupt(), True),  # Ctrl-C again while the audio is being added: video only
+    ],
+)
+def test_cut_short_render_leaves_playable_mp4(
+    tiny_weights, inputs, tmp_path, monkeypatch, capsys, exc, second_interrupt
+):
     fail_at_decode(monkeypatch, 7, exc)  # chunks 4, 5, 6 wrote driving frames 0-11
     if second_interrupt:
+
         def mux(*args):
             raise KeyboardInterrupt
+
         monkeypatch.setattr(video_io, "_mux", mux)
     out = tmp_path / "o.mp4"
-    argv = ["render", "--weights", tiny_weights, "--reference", str(inputs / "ref.png"), "--size", str(SIZE),
-            "--driving", str(inputs / "drive.mp4"), "--out", str(out)]
+    argv = [
+        "render",
+        "--weights",
+        tiny_weights,
+        "--reference",
+        str(inputs / "ref.png"),
+        "--size",
+        str(SIZE),
+        "--driving",
+        str(inputs / "drive.mp4"),
+        "--out",
+        str(out),
+    ]
     if isinstance(exc, KeyboardInterrupt):
         assert main(argv) == 130
         assert "interrupted after 12 frames" in capsys.readouterr().err
@@ -80,11 +98,28 @@ def test_sigint_leaves_playable_mp4(tiny_weights, inputs, tmp_path):
     """A real SIGINT to a running `python -m personalive_core render`."""
     out = tmp_path / "o.mp4"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
-    p = subprocess.Popen([sys.executable, "-m", "personalive_core", "render", "--weights", tiny_weights,
-                          "--reference", str(inputs / "ref.png"), "--size", str(SIZE), "--driving",
-                          str(inputs / "long.mp4"), "--out", str(out)],
-                         stderr=subprocess.PIPE, text=True, env=env,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # if ours is ignored
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "personalive_core",
+            "render",
+            "--weights",
+            tiny_weights,
+            "--reference",
+            str(inputs / "ref.png"),
+            "--size",
+            str(SIZE),
+            "--driving",
+            str(inputs / "long.mp4"),
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # if ours is ignored
     try:
         for line in p.stderr:
             if line.startswith("chunk 5 "):  # driving frames 0-3 are out; interrupt during chunk 6

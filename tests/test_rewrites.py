@@ -7,6 +7,7 @@ input moves the output by O(1). Rounding-level differences (another conv kernel 
 channels-last) are therefore compared on a damped copy (conftest's `damped`) at 128 px, where that
 gain is a few units (asserted below). Tolerance: 1e-4 on frames in [0, 1] (a 40th of one 8-bit level).
 """
+
 import copy
 
 import pytest
@@ -22,8 +23,11 @@ from streams import SIZE, TOL, stream
 def rewritten(models, **options):
     """A copy of `models` with the rewrites `options` turn on."""
     m = copy.deepcopy(models)
-    rewrites.apply_rewrites(m.modules().values(), SpeedOptions(**{"channels_last": False, "onednn_linear": False,
-                                                                   **options}), fp8=[m.denoising_unet])
+    rewrites.apply_rewrites(
+        m.modules().values(),
+        SpeedOptions(**{"channels_last": False, "onednn_linear": False, **options}),
+        fp8=[m.denoising_unet],
+    )
     return m
 
 
@@ -52,10 +56,15 @@ def test_channels_last_gives_the_same_frames(damped, reference_image, plain):
 def test_onednn_linear_is_the_linear_product(shape):
     g = torch.Generator().manual_seed(0)
     x, w, b = torch.randn(shape, generator=g), torch.randn(24, 40, generator=g), torch.randn(24, generator=g)
-    torch.testing.assert_close(rewrites.onednn_linear(x, w, b), torch.nn.functional.linear(x, w, b), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(rewrites.onednn_linear(x.transpose(0, -2) if x.dim() > 2 else x, w),
-                               torch.nn.functional.linear(x.transpose(0, -2) if x.dim() > 2 else x, w),
-                               atol=1e-5, rtol=1e-5)  # non-contiguous input
+    torch.testing.assert_close(
+        rewrites.onednn_linear(x, w, b), torch.nn.functional.linear(x, w, b), atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(
+        rewrites.onednn_linear(x.transpose(0, -2) if x.dim() > 2 else x, w),
+        torch.nn.functional.linear(x.transpose(0, -2) if x.dim() > 2 else x, w),
+        atol=1e-5,
+        rtol=1e-5,
+    )  # non-contiguous input
 
 
 def test_onednn_linear_gives_the_same_frames(damped, reference_image, plain):
@@ -77,7 +86,7 @@ def test_channels_last_taesd_gives_the_same_frames():
 def test_taesd_stream_is_deterministic(damped, reference_image):
     m = rewritten(damped, channels_last=True)
     a = stream(damped, reference_image, 1, decoder=random_taesd(0))
-    assert a.shape == (4, SIZE, SIZE, 3) and 0 <= a.min() and a.max() <= 1
+    assert a.shape == (4, SIZE, SIZE, 3) and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, stream(damped, reference_image, 1, decoder=random_taesd(0)))
     assert (stream(m, reference_image, 1, decoder=rewrites.to_channels_last(random_taesd(0))) - a).abs().max() < TOL
 
@@ -110,5 +119,3 @@ def test_fp8_swap_only_where_supported_and_only_fitting_layers():
     assert type(net[0]) is rewrites.Fp8Linear and type(net[2]) is torch.nn.Linear
     assert net[0].weight_fp8.dtype == rewrites.FP8 and net[0].bias is not None
     assert float((net(x) - want).norm() / want.norm()) < 0.06
-
-

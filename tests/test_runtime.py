@@ -1,4 +1,5 @@
 """Process-wide settings (runtime.py): memory reuse, the attention kernel, cuDNN autotuning."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -30,10 +31,11 @@ def test_reuse_freed_memory_stops_refaulting_large_blocks():
     """Each process its own allocator: by default a freed 100 MB block is unmapped, so the next one
     is page-faulted again (~25 000 faults of 4 kB, every time); with reuse it comes back from the heap
     (measured: from the 3rd to 7th block on, none)."""
+
     def faults(mode):
-        run = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True,
-                             cwd=ROOT, check=True)
+        run = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, cwd=ROOT, check=True)
         return int(run.stdout.split()[-1])
+
     plain, reused = faults("plain"), faults("reuse")
     assert plain > 10 * 20_000 and reused < plain / 20, (plain, reused)
 

@@ -5,7 +5,7 @@ from personalive_core.streaming.scheduler import TIMESTEPS, DistilledDDIM
 
 def test_schedule_constants():
     s = DistilledDDIM()
-    betas = torch.linspace(0.00085 ** 0.5, 0.02 ** 0.5, 1000) ** 2
+    betas = torch.linspace(0.00085**0.5, 0.02**0.5, 1000) ** 2
     assert torch.allclose(s.alphas_cumprod[0], 1 - betas[0])
     assert abs(s.alphas_cumprod[999].item() - torch.prod(1 - betas.double()).item()) < 1e-6
     assert TIMESTEPS == (999, 666, 333, 0)

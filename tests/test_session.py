@@ -15,7 +15,7 @@ def reference(tiny_models, reference_image):
 
 def chunks(n, seed=0):
     frames = moving_frames(4 * n, seed=seed)
-    return [to_model_frames(frames[i:i + 4], "cpu") for i in range(0, 4 * n, 4)]
+    return [to_model_frames(frames[i : i + 4], "cpu") for i in range(0, 4 * n, 4)]
 
 
 def test_reference_shapes(reference, tiny_models):
@@ -55,12 +55,13 @@ def test_noise_contract(tiny_models, reference, monkeypatch):
 def test_warmup_latents_are_the_reference_noised_with_the_first_draw(tiny_models, reference):
     """Layout of draw #0: (b, c, f, h, w), frames 0-3 at t=0, 4-7 at 333, 8-11 at 666."""
     from personalive_core.streaming.scheduler import DistilledDDIM
+
     s = StreamingSession(tiny_models, reference, StreamConfig(seed=11))
     h = SIZE // 8
     noise = torch.randn((1, 4, 12, h, h), generator=torch.Generator("cpu").manual_seed(11))
     t = torch.tensor([0] * 4 + [333] * 4 + [666] * 4)
     expected = DistilledDDIM().add_noise(reference.latents.expand(12, -1, -1, -1), noise[0].transpose(0, 1), t)
-    got = torch.cat([s.window.latents.buf[i * 4:(i + 1) * 4] for i in range(3)])
+    got = torch.cat([s.window.latents.buf[i * 4 : (i + 1) * 4] for i in range(3)])
     assert torch.equal(got, expected)
 
 
@@ -104,8 +105,10 @@ def test_keyframes_capped_and_memory_flat(tiny_models, reference):
     for i in range(200):
         s.push_motion(replay[i % 3])
         if i in (20, 199):
-            sizes.append(sum(t.numel() for slot in s.attention.slots.values() for t in slot.features)
-                         + sum(r.buf.numel() for r in (s.window.latents, s.window.pose, s.window.motion)))
+            sizes.append(
+                sum(t.numel() for slot in s.attention.slots.values() for t in slot.features)
+                + sum(r.buf.numel() for r in (s.window.latents, s.window.pose, s.window.motion))
+            )
     assert s.attention.keyframes == 3 and len(s.history.bank) == 4
     assert s.chunks_done == 201 and sizes[0] == sizes[1]
 

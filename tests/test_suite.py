@@ -1,5 +1,6 @@
 """`bench --suite` on the CPU with tiny random weights: the end-to-end smoke test of the GPU suite.
 Compilation is captured by the "eager" backend (no code generation), so it stays quick."""
+
 import json
 
 import pytest
@@ -9,9 +10,26 @@ from personalive_core.cli.main import main
 from personalive_core.devtools.suite import PRECISION, configurations
 
 SIZE = 64
-SUITE = ["bench", "--suite", "--random-weights", "tiny", "--size", str(SIZE), "--device", "cpu",
-         "--warmup", "1", "--chunks", "1", "--headline-chunks", "2", "--precision-chunks", "2",
-         "--compile-backend", "eager"]
+SUITE = [
+    "bench",
+    "--suite",
+    "--random-weights",
+    "tiny",
+    "--size",
+    str(SIZE),
+    "--device",
+    "cpu",
+    "--warmup",
+    "1",
+    "--chunks",
+    "1",
+    "--headline-chunks",
+    "2",
+    "--precision-chunks",
+    "2",
+    "--compile-backend",
+    "eager",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ import torch
 from conftest import SIZE, moving_frames
 from personalive_core.models import taesd as T
 from personalive_core.streaming.session import decode as session_decode
+from personalive_core.errors import WeightsWarning
 from personalive_core.models.weights import WeightsError, read_state_dict, save_state_dict
 from personalive_core.devtools import random_weights as R
 
@@ -21,8 +22,16 @@ def same_weights(model, sd):
 
 def test_architecture_and_published_keys():
     keys = list(T.TAESDDecoder().state_dict())
-    assert keys[:8] == ["1.weight", "1.bias", "3.conv.0.weight", "3.conv.0.bias", "3.conv.2.weight",
-                        "3.conv.2.bias", "3.conv.4.weight", "3.conv.4.bias"]
+    assert keys[:8] == [
+        "1.weight",
+        "1.bias",
+        "3.conv.0.weight",
+        "3.conv.0.bias",
+        "3.conv.2.weight",
+        "3.conv.2.bias",
+        "3.conv.4.weight",
+        "3.conv.4.bias",
+    ]
     # the convs after the three upsamplings have no bias; the last conv maps to RGB
     assert {"7.weight", "12.weight", "17.weight", "19.weight", "19.bias"} <= set(keys)
     assert not {"7.bias", "12.bias", "17.bias"} & set(keys)
@@ -42,8 +51,12 @@ def test_loads_the_published_layout(tmp_path, name):
 def test_loads_comfyui_combined_layout(tmp_path):
     sd = read_state_dict(R.write_taesd(tmp_path / "a.safetensors", prefix="taesd_decoder."))
     assert all(k.startswith("taesd_decoder.") for k in sd)
-    combined = {**sd, "taesd_encoder.0.weight": torch.zeros(64, 3, 3, 3), "vae_scale": torch.tensor(0.18215),
-                "vae_shift": torch.tensor(0.0)}
+    combined = {
+        **sd,
+        "taesd_encoder.0.weight": torch.zeros(64, 3, 3, 3),
+        "vae_scale": torch.tensor(0.18215),
+        "vae_shift": torch.tensor(0.0),
+    }
     path = save_state_dict(combined, tmp_path / "taesd.safetensors")
     model = T.load_taesd(path)
     assert same_weights(model, {k.removeprefix("taesd_decoder."): v for k, v in sd.items()})
@@ -52,6 +65,7 @@ def test_loads_comfyui_combined_layout(tmp_path):
 def test_loads_diffusers_autoencoder_tiny(tmp_path, latents):
     """madebyollin/taesd on the Hub: decoder.layers.N ↔ N+1 here; diffusers' decoder outputs [−1, 1]."""
     from diffusers import AutoencoderTiny
+
     torch.manual_seed(0)
     ae = AutoencoderTiny().eval()
     save_state_dict(ae.state_dict(), tmp_path / "diffusion_pytorch_model.safetensors")
@@ -64,7 +78,6 @@ def test_wrong_files_raise_weights_error_naming_the_file(tmp_path):
     sd = read_state_dict(R.write_taesd(tmp_path / "good.pth"))
     cases = {
         "missing.pth": {k: v for k, v in sd.items() if k != "3.conv.2.weight"},
-        "extra.pth": {**sd, "7.bias": torch.zeros(64)},
         "shape.pth": {**sd, "19.weight": torch.zeros(4, 64, 3, 3)},
         "renamed.pth": {f"decoder.{k}": v for k, v in sd.items()},
     }
@@ -74,8 +87,12 @@ def test_wrong_files_raise_weights_error_naming_the_file(tmp_path):
             T.load_taesd(path)
     with pytest.raises(WeightsError, match="missing.pth.*3.conv.2.weight"):
         T.load_taesd(tmp_path / "missing.pth")
-    encoder = save_state_dict({"0.weight": torch.zeros(64, 3, 3, 3), "0.bias": torch.zeros(64)},
-                              tmp_path / "taesd_encoder.pth")
+    extra = save_state_dict({**sd, "7.bias": torch.zeros(64)}, tmp_path / "extra.pth")  # left out, with a warning
+    with pytest.warns(WeightsWarning, match=r"extra.pth: 1 key .*ignored: 7.bias"):
+        T.load_taesd(extra)
+    encoder = save_state_dict(
+        {"0.weight": torch.zeros(64, 3, 3, 3), "0.bias": torch.zeros(64)}, tmp_path / "taesd_encoder.pth"
+    )
     with pytest.raises(WeightsError, match="taesd_encoder.pth looks like the TAESD encoder"):
         T.load_taesd(encoder)
     flux = save_state_dict({**sd, "1.weight": torch.zeros(64, 16, 3, 3)}, tmp_path / "taef1_decoder.pth")
@@ -105,12 +122,14 @@ def test_decode_shape_range_and_determinism(latents):
 def test_render_stream_with_taesd(tiny_models, reference_image):
     from personalive_core.pipelines import encode_reference, prepare_reference
     from personalive_core.streaming.render import render_stream
+
     reference = encode_reference(tiny_models, prepare_reference(reference_image, SIZE))
     model = R.random_taesd(seed=0)
 
     def run():
-        return np.stack(list(render_stream(tiny_models, reference, moving_frames(5),
-                                           decoder=lambda z: T.decode(model, z))))
+        return np.stack(
+            list(render_stream(tiny_models, reference, moving_frames(5), decoder=lambda z: T.decode(model, z)))
+        )
 
     frames = run()
     assert frames.shape == (5, SIZE, SIZE, 3) and frames.min() >= 0 and frames.max() <= 1

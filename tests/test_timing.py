@@ -7,9 +7,8 @@ from personalive_core.streaming.timing import NO_TIMER, StageTimer
 
 def test_cpu_stages_are_wall_time_nested_and_reset():
     timer = StageTimer("cpu")
-    with timer("outer"):
-        with timer("inner"):
-            time.sleep(0.02)
+    with timer("outer"), timer("inner"):
+        time.sleep(0.02)
     with timer("inner"):
         pass
     totals = timer.totals()

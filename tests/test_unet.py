@@ -67,6 +67,11 @@ def test_bf16_forward():
     unet = tiny().to(torch.bfloat16)
     x = torch.randn(4, 4, 8, 8, dtype=torch.bfloat16)
     with torch.no_grad():
-        out = unet(x, torch.zeros(4, dtype=torch.long), torch.randn(1, 1, 16, dtype=torch.bfloat16),
-                   frames=4, motion=torch.randn(4, 32, 16, dtype=torch.bfloat16))
+        out = unet(
+            x,
+            torch.zeros(4, dtype=torch.long),
+            torch.randn(1, 1, 16, dtype=torch.bfloat16),
+            frames=4,
+            motion=torch.randn(4, 32, 16, dtype=torch.bfloat16),
+        )
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from personalive_core.errors import WeightsWarning
 from personalive_core.models import vae as V
 from personalive_core.models.weights import read_state_dict, save_state_dict
 from personalive_core.devtools import random_weights as R
@@ -108,8 +109,9 @@ def test_ldm_single_file(tmp_path, pixels):
     ldm = to_ldm(sd)
     assert "encoder.down.0.block.0.conv1.weight" in ldm and "decoder.mid.attn_1.q.weight" in ldm
     single = save_state_dict(ldm, tmp_path / "vae-ft-mse-840000-ema-pruned.safetensors")
-    for a, b in zip(outputs(V.load_vae(single), pixels),
-                    outputs(V.load_vae(tmp_path / "diffusers", config=SD32), pixels)):
+    for a, b in zip(
+        outputs(V.load_vae(single), pixels), outputs(V.load_vae(tmp_path / "diffusers", config=SD32), pixels)
+    ):
         assert torch.equal(a, b)
     save_state_dict({**ldm, "model_ema.decay": torch.tensor(0.9)}, tmp_path / "stray.safetensors")
     with pytest.raises(ValueError, match=r"stray.safetensors: .*model_ema.decay"):
@@ -120,7 +122,6 @@ def test_strict_errors_name_the_file(tmp_path, vae_dir):
     sd = read_state_dict(vae_dir / "diffusion_pytorch_model.safetensors")
     cases = {
         "missing": {k: v for k, v in sd.items() if not k.startswith("post_quant_conv")},
-        "unexpected": {**sd, "decoder.extra.weight": torch.zeros(1)},
         "wrong shape": {**sd, "quant_conv.weight": torch.zeros(8, 8, 3, 3)},
     }
     for i, (what, bad) in enumerate(cases.items()):
@@ -130,6 +131,11 @@ def test_strict_errors_name_the_file(tmp_path, vae_dir):
         with pytest.raises(ValueError, match=what) as e:
             V.load_vae(d)
         assert str(d / "diffusion_pytorch_model.bin") in str(e.value) and "sd-vae-ft-mse" in str(e.value)
+    # a key the VAE does not have: left out, with a warning naming file and key
+    save_state_dict({**sd, "decoder.extra.weight": torch.zeros(1)}, tmp_path / "extra" / "diffusion_pytorch_model.bin")
+    (tmp_path / "extra" / "config.json").write_text((vae_dir / "config.json").read_text())
+    with pytest.warns(WeightsWarning, match=r"extra.diffusion_pytorch_model.bin: 1 key .*ignored: decoder.extra"):
+        V.load_vae(tmp_path / "extra")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="diffusion_pytorch_model.safetensors, diffusion_pytorch_model.bin"):
         V.load_vae(tmp_path / "empty")

@@ -1,4 +1,5 @@
 """Output-page fan-out: newest frame per viewer, the newest stream of a target feeds its viewers."""
+
 import asyncio
 import threading
 
@@ -15,6 +16,7 @@ def test_a_slow_viewer_gets_the_newest_frame_and_the_rest_are_dropped():
         first = await slot.get()
         slot.put_threadsafe(b"\x09")
         return first, await slot.get(), slot.dropped
+
     first, second, dropped = asyncio.run(main())
     assert first == b"\x04" and second == b"\x09" and dropped == 4
 
@@ -37,6 +39,7 @@ def test_the_newest_stream_of_a_target_feeds_every_viewer():
         got = [await a.get(), await b.get()]
         viewers.unwatch("5", a)
         return got, other.frame, viewers.counts()
+
     got, other, counts = asyncio.run(main())
     assert got == [b"newer", b"newer"] and other is None and counts == {"5": 1, "6": 1}
 

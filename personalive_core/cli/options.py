@@ -1,6 +1,7 @@
 """Command-line flags generated from the config (`config.fields_of`): one flag per field, spelled as the
 field (`head_pose` → `--head-pose`), with the field's help, choices and default; the values given become
 a StreamConfig through `config_from_args`, so the bounds are checked where they are written down."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,21 @@ from ..config import ConfigError, FieldInfo, StreamConfig, fields_of
 # the fields of a render (and a batch job): every field of the config
 RENDER_FIELDS = tuple(fields_of(StreamConfig))
 # what a benchmark may set: where it runs and how fast
-BENCH_FIELDS = ("size", "device", "dtype", "channels_last", "onednn_linear", "reuse_memory", "cudnn_benchmark",
-                "compile", "static_step", "sdpa", "fp8_linear", "cache_reference_kv", "compile_backend")
+BENCH_FIELDS = (
+    "size",
+    "device",
+    "dtype",
+    "channels_last",
+    "onednn_linear",
+    "reuse_memory",
+    "cudnn_benchmark",
+    "compile",
+    "static_step",
+    "sdpa",
+    "fp8_linear",
+    "cache_reference_kv",
+    "compile_backend",
+)
 
 
 def log(msg: str) -> None:
@@ -30,8 +44,9 @@ def _help(info: FieldInfo, default: Any) -> str:
     return f"{info.spec.help} (default: {shown})".replace("%", "%%")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, names: Iterable[str],
-                         base: StreamConfig | None = None) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, names: Iterable[str], base: StreamConfig | None = None
+) -> None:
     """One flag per config field of `names`; every default is left at None ("not given"), the
     effective default being the config's (`base`'s) and shown in the help."""
     base = base or StreamConfig()
@@ -61,4 +76,4 @@ def config_from_args(args: argparse.Namespace, names: Iterable[str], base: Strea
 def flag_message(error: ConfigError) -> str:
     """A ConfigError's message with its field spelled as the flag (`head_pose 3` → `--head-pose 3`)."""
     text = str(error)
-    return flag(error.field) + text[len(error.field):] if text.startswith(error.field) else text
+    return flag(error.field) + text[len(error.field) :] if text.startswith(error.field) else text

@@ -18,6 +18,7 @@ that time is `compile_ms`. `--keyframes N` forces N historical keyframes into th
 (threshold 0 from the first timed chunk on); `keyframes_added` says how many were.
 `--suite` (devtools/suite.py) runs every configuration in one process.
 """
+
 import json
 import resource
 import time
@@ -52,7 +53,7 @@ def _sync(device):
 
 def _peak_mb(device):
     if torch.device(device).type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2 ** 20
+        return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -74,7 +75,7 @@ def _decoder_fn(decoder):
 
 def _chunks(frames, device, first, count):
     for c in range(first, first + count):
-        yield to_model_frames(frames[4 * c:4 * c + 4], device)
+        yield to_model_frames(frames[4 * c : 4 * c + 4], device)
 
 
 def compile_warmup(models, reference, config, decoder, frames, log):
@@ -86,14 +87,15 @@ def compile_warmup(models, reference, config, decoder, frames, log):
     session = StreamingSession(models, reference, config)
     _sync(device)
     t0 = time.perf_counter()
-    for c, out in enumerate(StreamRunner(session, _decoder_fn(decoder)).run(_chunks(frames, device, 0, calls))):
+    for c, _ in enumerate(StreamRunner(session, _decoder_fn(decoder)).run(_chunks(frames, device, 0, calls))):
         log(f"compile warm-up, call {c + 1}: {(time.perf_counter() - t0) * 1e3:8.1f} ms since start")
     _sync(device)
     return (time.perf_counter() - t0) * 1e3
 
 
-def run_bench(models, config=None, chunks=32, warmup=3, log=print, decoder=None, stages=True,
-              overlap=False, keyframes=None):
+def run_bench(
+    models, config=None, chunks=32, warmup=3, log=print, decoder=None, stages=True, overlap=False, keyframes=None
+):
     """Stream `chunks` timed chunks (after `warmup`) at `config.size` under `config`. `decoder`:
     models.vae (default) or a TAESD decoder. A compiled chunk step (`config.speed.compile`) is warmed up
     first (reported as compile_ms). `overlap`: motion ahead and decode behind on CUDA streams
@@ -118,8 +120,15 @@ def run_bench(models, config=None, chunks=32, warmup=3, log=print, decoder=None,
     timer = StageTimer(device) if stages else None
     if timer:
         session.timer = timer
-    hooks = [h for module, name in ((models.motion_extractor, "keypoints"), (models.motion_encoder, "motion_encoder"))
-             for h in timer.hooks(module, name)] if timer else []
+    hooks = (
+        [
+            h
+            for module, name in ((models.motion_extractor, "keypoints"), (models.motion_encoder, "motion_encoder"))
+            for h in timer.hooks(module, name)
+        ]
+        if timer
+        else []
+    )
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     runner = StreamRunner(session, _decoder_fn(decoder), motion_ahead=overlap, decode_behind=overlap, timer=timer)
@@ -170,20 +179,34 @@ def pick_decoder(args, models, log):
     """(decoder module, description) for `--vae` / `--taesd`."""
     from ..models.taesd import load_taesd
     from .random_weights import random_taesd
+
     if args.vae != "taesd":
         return models.vae, "sd-vae (AutoencoderKL)"
     path = args.taesd
     if path is None and args.weights:
         import os
-        path = next((p for p in (os.path.join(args.weights, "taesd"),
-                                 os.path.join(args.weights, "pretrained_weights", "taesd")) if os.path.isdir(p)), None)
+
+        path = next(
+            (
+                p
+                for p in (
+                    os.path.join(args.weights, "taesd"),
+                    os.path.join(args.weights, "pretrained_weights", "taesd"),
+                )
+                if os.path.isdir(p)
+            ),
+            None,
+        )
     if path is not None:
         log(f"decoding with TAESD from {path}")
         return load_taesd(path, models.device, models.dtype), f"taesd ({path})"
     if args.weights:
         from ..errors import InputError
-        raise InputError("--vae taesd: give --taesd PATH (taesd_decoder.pth or .safetensors, or a "
-                         f"taesd/ folder); none found under {args.weights}")
+
+        raise InputError(
+            "--vae taesd: give --taesd PATH (taesd_decoder.pth or .safetensors, or a "
+            f"taesd/ folder); none found under {args.weights}"
+        )
     return random_taesd(0, models.device, models.dtype), "taesd (random weights)"
 
 
@@ -191,6 +214,7 @@ def main(args, config, log):
     """`bench` (not --suite): one configuration, `config` from the flags."""
     from .random_weights import random_models
     from ..pipelines import load_models
+
     where = placement(config)
     config = config.replace(**where.speed.to_dict())
     with process_settings(config.speed, log) as speed:
@@ -206,19 +230,34 @@ def main(args, config, log):
         if args.compile_decoder:
             compile_decoder(decoder, config.speed)
         threads = torch.get_num_threads()
-        result = run_bench(models, config, args.chunks, args.warmup, log, decoder, args.stages, args.overlap,
-                           args.keyframes)
+        result = run_bench(
+            models, config, args.chunks, args.warmup, log, decoder, args.stages, args.overlap, args.keyframes
+        )
     speed = config.speed
-    result.update(size=config.size, chunks=args.chunks, device=where.device, dtype=str(where.dtype).split(".")[-1],
-                  weights=args.weights or f"random-{args.random_weights}", vae=args.vae, decoder=decoder_name,
-                  channels_last=speed.channels_last, onednn_linear=speed.onednn_linear,
-                  reuse_memory=speed.reuse_memory, cudnn_benchmark=speed.cudnn_benchmark, sdpa=speed.sdpa,
-                  fp8_linear=speed.fp8_linear and any(isinstance(m, Fp8Linear) for m in models.denoising_unet.modules()),
-                  compile=compile_label(compile_options(where.device, speed)) if speed.compile else None,
-                  compile_decoder=args.compile_decoder, cache_reference_kv=speed.cache_reference_kv, threads=threads)
+    result.update(
+        size=config.size,
+        chunks=args.chunks,
+        device=where.device,
+        dtype=str(where.dtype).split(".")[-1],
+        weights=args.weights or f"random-{args.random_weights}",
+        vae=args.vae,
+        decoder=decoder_name,
+        channels_last=speed.channels_last,
+        onednn_linear=speed.onednn_linear,
+        reuse_memory=speed.reuse_memory,
+        cudnn_benchmark=speed.cudnn_benchmark,
+        sdpa=speed.sdpa,
+        fp8_linear=speed.fp8_linear and any(isinstance(m, Fp8Linear) for m in models.denoising_unet.modules()),
+        compile=compile_label(compile_options(where.device, speed)) if speed.compile else None,
+        compile_decoder=args.compile_decoder,
+        cache_reference_kv=speed.cache_reference_kv,
+        threads=threads,
+    )
     for line in stage_table(result.get("stage_ms", {}))[1:] if args.stages else []:
         log(line)
     compiled = f" | compile {result['compile_ms'] / 1e3:.1f} s" if result["compile_ms"] is not None else ""
-    log(f"{result['fps']:.2f} fps | chunk p50 {result['chunk_ms_p50']} ms, p95 {result['chunk_ms_p95']} ms | "
-        f"first output {result['first_output_ms']} ms | peak {result['peak_mem_mb']} MB{compiled}")
+    log(
+        f"{result['fps']:.2f} fps | chunk p50 {result['chunk_ms_p50']} ms, p95 {result['chunk_ms_p95']} ms | "
+        f"first output {result['first_output_ms']} ms | peak {result['peak_mem_mb']} MB{compiled}"
+    )
     print(json.dumps(result))

@@ -6,6 +6,7 @@ process and takes that process's peak resident set size from `os.wait4` (the ker
 that one child). Flat memory means the longest run peaks within `--tolerance` of the shortest.
 Prints a table, then one JSON line; exit code 1 when the tolerance is exceeded.
 """
+
 import json
 import os
 import subprocess
@@ -33,6 +34,7 @@ def synthetic_frame(i, h, w):
 def write_driving_video(path, frames, hw, fps=25, audio=True):
     """Stream `frames` synthetic frames of size hw (even sides) into an mp4, never holding more than one."""
     import av
+
     h, w = hw
     rate = 16000
     with av.open(path, "w") as c:
@@ -46,8 +48,9 @@ def write_driving_video(path, frames, hw, fps=25, audio=True):
             if a is not None:  # the audio of this frame's duration, interleaved
                 end = round((i + 1) * rate / fps)
                 t = np.arange(samples, end) / rate
-                fr = av.AudioFrame.from_ndarray((0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
-                                                format="fltp", layout="mono")
+                fr = av.AudioFrame.from_ndarray(
+                    (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="fltp", layout="mono"
+                )
                 fr.sample_rate, fr.pts = rate, samples
                 samples = end
                 for p in a.encode(fr):
@@ -61,11 +64,13 @@ def write_driving_video(path, frames, hw, fps=25, audio=True):
 
 def write_reference(path, size):
     from PIL import Image
+
     Image.fromarray(synthetic_frame(0, size, size)).save(path)
 
 
 def count_frames(path):
     import av
+
     with av.open(path) as c:
         return sum(1 for p in c.demux(video=0) if p.size)
 
@@ -102,6 +107,7 @@ def main(a, log):
     weights = a.weights
     if weights is None:
         from .random_weights import write_random_weights
+
         weights = os.path.join(work, "weights-tiny")
         if not os.path.isdir(weights):
             write_random_weights(weights, "tiny", seed=0)
@@ -114,8 +120,26 @@ def main(a, log):
         write_driving_video(driving, n, hw, a.fps, audio=not a.no_audio)
         log(f"{n} frames: wrote {driving} ({time.perf_counter() - t:.1f} s); rendering")
         out = os.path.join(work, f"out-{n}.mp4")
-        argv = [sys.executable, "-m", "personalive_core", "render", "--weights", weights, "--reference", reference,
-                "--driving", driving, "--out", out, "--size", str(a.size), "--device", a.device, "--crop", a.crop]
+        argv = [
+            sys.executable,
+            "-m",
+            "personalive_core",
+            "render",
+            "--weights",
+            weights,
+            "--reference",
+            reference,
+            "--driving",
+            driving,
+            "--out",
+            out,
+            "--size",
+            str(a.size),
+            "--device",
+            a.device,
+            "--crop",
+            a.crop,
+        ]
         if a.paste_into:
             argv += ["--paste-into", a.paste_into]
         env = dict(os.environ)
@@ -127,21 +151,40 @@ def main(a, log):
                 tail = f.read()[-2000:]
             raise RuntimeError(f"render of {n} frames exited with {rc}:\n{tail}")
         written = count_frames(out)
-        runs.append({"frames": n, "peak_rss_mb": round(peak, 1), "seconds": round(seconds, 1),
-                     "frames_written": written})
+        runs.append(
+            {"frames": n, "peak_rss_mb": round(peak, 1), "seconds": round(seconds, 1), "frames_written": written}
+        )
         log(f"{n} frames: peak RSS {peak:.1f} MiB, {seconds:.1f} s, {written} frames written")
     base = min(runs, key=lambda r: r["frames"])["peak_rss_mb"]
     growth = max(r["peak_rss_mb"] for r in runs) / base - 1
     flat = growth <= a.tolerance
     print(f"{'frames':>8} {'peak RSS MiB':>13} {'vs shortest':>12} {'seconds':>9} {'written':>8}")
     for r in runs:
-        print(f"{r['frames']:>8} {r['peak_rss_mb']:>13.1f} {r['peak_rss_mb'] / base - 1:>+12.1%} "
-              f"{r['seconds']:>9.1f} {r['frames_written']:>8}")
-    print(json.dumps({"size": a.size, "driving_size": f"{hw[1]}x{hw[0]}", "device": a.device, "crop": a.crop,
-                      "paste_into": a.paste_into, "audio": not a.no_audio, "threads": a.threads, "runs": runs,
-                      "growth": round(growth, 4), "tolerance": a.tolerance, "flat": flat}), flush=True)
+        print(
+            f"{r['frames']:>8} {r['peak_rss_mb']:>13.1f} {r['peak_rss_mb'] / base - 1:>+12.1%} "
+            f"{r['seconds']:>9.1f} {r['frames_written']:>8}"
+        )
+    print(
+        json.dumps(
+            {
+                "size": a.size,
+                "driving_size": f"{hw[1]}x{hw[0]}",
+                "device": a.device,
+                "crop": a.crop,
+                "paste_into": a.paste_into,
+                "audio": not a.no_audio,
+                "threads": a.threads,
+                "runs": runs,
+                "growth": round(growth, 4),
+                "tolerance": a.tolerance,
+                "flat": flat,
+            }
+        ),
+        flush=True,
+    )
     if not a.keep and not a.workdir:
         import shutil
+
         shutil.rmtree(work, ignore_errors=True)
     return 0 if flat else 1
 
@@ -149,19 +192,25 @@ def main(a, log):
 def add_parser(sub):
     """The `bench-memory` subcommand on the CLI's subparsers."""
     b = sub.add_parser("bench-memory", help="peak RSS of whole renders of different lengths (flat memory check)")
-    b.add_argument("--weights", help="folder in the official layout (default: tiny random weights written to the "
-                                     "work folder)")
+    b.add_argument(
+        "--weights", help="folder in the official layout (default: tiny random weights written to the work folder)"
+    )
     b.add_argument("--frames", type=int, nargs="+", default=[200, 2000], help="driving video lengths to render")
     b.add_argument("--size", type=int, default=64, help="generation size")
-    b.add_argument("--driving-size", default=None, help="WIDTHxHEIGHT of the synthetic driving video "
-                                                        "(default: size x size)")
+    b.add_argument(
+        "--driving-size", default=None, help="WIDTHxHEIGHT of the synthetic driving video (default: size x size)"
+    )
     b.add_argument("--fps", type=int, default=25)
     b.add_argument("--no-audio", action="store_true", help="driving video without an audio track")
     b.add_argument("--crop", default="center", choices=CROP_MODES, help="passed to render")
     b.add_argument("--paste-into", default=None, choices=["reference", "driving"], help="passed to render")
     b.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="passed to render")
-    b.add_argument("--threads", type=int, default=None,
-                   help="CPU threads of each render (OMP_NUM_THREADS); 1 avoids oversubscription on busy machines")
+    b.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of each render (OMP_NUM_THREADS); 1 avoids oversubscription on busy machines",
+    )
     b.add_argument("--tolerance", type=float, default=0.10, help="allowed growth of the peak RSS over the shortest run")
     b.add_argument("--workdir", default=None, help="keep inputs, outputs and render logs here")
     b.add_argument("--keep", action="store_true", help="keep the temporary work folder")

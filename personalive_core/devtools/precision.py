@@ -9,6 +9,7 @@ over the first / last tenth of the driven chunks, after the warm-up), drift_db (
 max_abs, nonfinite_chunks.
 Exit code 1 when any frame has a NaN or an infinity.
 """
+
 import json
 import math
 from dataclasses import dataclass
@@ -43,15 +44,18 @@ def compare_streams(base, test, image, frames, size, config=None, test_config=No
     image and seed (`config`'s; `test_config`, e.g. compiled, for the test side)."""
     config = config or StreamConfig()
     picture = prepare_reference(image, size)
-    sessions = [StreamingSession(m, encode_reference(m, picture), c)
-                for m, c in ((base, config), (test, test_config or config))]
+    sessions = [
+        StreamingSession(m, encode_reference(m, picture), c) for m, c in ((base, config), (test, test_config or config))
+    ]
     chunk, index = [], 0
     for frame in frames:
         chunk.append(frame)
         if len(chunk) < CHUNK:
             continue
-        a, b = (decode(m.vae, s.push(to_model_frames(chunk, m.device))).float().cpu()
-                for m, s in zip((base, test), sessions))
+        a, b = (
+            decode(m.vae, s.push(to_model_frames(chunk, m.device))).float().cpu()
+            for m, s in zip((base, test), sessions)
+        )
         if torch.isfinite(b).all():
             yield ChunkGap(index, psnr(a, b), float((a - b).abs().max()), True)
         else:
@@ -63,12 +67,19 @@ def summarize(gaps):
     """Totals over all chunks; first / last tenth (and drift) over the chunks driven by the input,
     after the 3 chunks of motion-interpolated warm-up frames."""
     values = [g.psnr for g in gaps]
-    driven = values[WARMUP // CHUNK:] or values
+    driven = values[WARMUP // CHUNK :] or values
     tenth = max(1, len(driven) // 10)
     first, last = _mean(driven[:tenth]), _mean(driven[-tenth:])
-    return {"chunks": len(values), "psnr_min": round(min(values), 2), "psnr_mean": round(_mean(values), 2),
-            "psnr_first": round(first, 2), "psnr_last": round(last, 2), "drift_db": round(first - last, 2),
-            "max_abs": max(g.max_abs for g in gaps), "nonfinite_chunks": sum(not g.finite for g in gaps)}
+    return {
+        "chunks": len(values),
+        "psnr_min": round(min(values), 2),
+        "psnr_mean": round(_mean(values), 2),
+        "psnr_first": round(first, 2),
+        "psnr_last": round(last, 2),
+        "drift_db": round(first - last, 2),
+        "max_abs": max(g.max_abs for g in gaps),
+        "nonfinite_chunks": sum(not g.finite for g in gaps),
+    }
 
 
 def _mean(values):
@@ -86,10 +97,13 @@ def _side(spec, args):
     from .random_weights import random_models
     from ..models.rewrites import apply_rewrites
     from ..pipelines import placement
+
     device, _, dtype = spec.partition(":")
     if device not in ("cpu", "cuda") or dtype not in DTYPES:
-        raise InputError(f"{spec!r}: expected DEVICE:DTYPE with DEVICE cpu or cuda and DTYPE one of "
-                         f"{', '.join(DTYPES)} (e.g. cuda:fp16)")
+        raise InputError(
+            f"{spec!r}: expected DEVICE:DTYPE with DEVICE cpu or cuda and DTYPE one of "
+            f"{', '.join(DTYPES)} (e.g. cuda:fp16)"
+        )
     config = StreamConfig(size=args.size).replace(device=device, dtype=dtype)
     if args.weights:
         return load_models(args.weights, config)
@@ -102,6 +116,7 @@ def _side(spec, args):
 def main(args, log):
     from PIL import Image
     from .bench import synthetic_frames
+
     if args.chunks < 1:
         raise InputError(f"--chunks {args.chunks}: must be at least 1")
     config = StreamConfig(size=args.size, seed=args.seed)  # checks the size and the seed
@@ -112,17 +127,23 @@ def main(args, log):
     gaps, part = [], []
     log(f"{args.chunks} chunks at {args.size}², {test_spec} against {args.base}")
     log("chunks      psnr mean  psnr min    max |Δ|")
-    for gap in compare_streams(base, test, image, synthetic_frames(CHUNK * args.chunks, args.size),
-                               args.size, config):
+    for gap in compare_streams(base, test, image, synthetic_frames(CHUNK * args.chunks, args.size), args.size, config):
         gaps.append(gap)
         part.append(gap)
         if len(part) == window or len(gaps) == args.chunks:
-            log(f"{part[0].index:4d}–{part[-1].index:<4d}  {_mean([g.psnr for g in part]):9.2f}  "
-                f"{min(g.psnr for g in part):8.2f}  {max(g.max_abs for g in part):9.2e}")
+            log(
+                f"{part[0].index:4d}–{part[-1].index:<4d}  {_mean([g.psnr for g in part]):9.2f}  "
+                f"{min(g.psnr for g in part):8.2f}  {max(g.max_abs for g in part):9.2e}"
+            )
             part = []
     result = summarize(gaps)
-    result.update(size=args.size, seed=args.seed, base=args.base, test=test_spec,
-                  weights=args.weights or f"random-{args.random_weights}")
+    result.update(
+        size=args.size,
+        seed=args.seed,
+        base=args.base,
+        test=test_spec,
+        weights=args.weights or f"random-{args.random_weights}",
+    )
     print(json.dumps(result))
     return 1 if result["nonfinite_chunks"] else 0
 
@@ -131,8 +152,12 @@ def add_parser(sub):
     p = sub.add_parser("precision", help="one stream in two precisions/devices: PSNR per chunk and drift")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", help="folder in the official layout")
-    src.add_argument("--random-weights", choices=["tiny", "full"], default="full",
-                     help="random weights built in memory (default: full, the published sizes)")
+    src.add_argument(
+        "--random-weights",
+        choices=["tiny", "full"],
+        default="full",
+        help="random weights built in memory (default: full, the published sizes)",
+    )
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--chunks", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -143,4 +168,5 @@ def add_parser(sub):
 
 def _log(msg):
     import sys
+
     print(msg, file=sys.stderr, flush=True)

@@ -11,6 +11,7 @@ head rotations), since face boxes come from those keypoints; the denoiser's proj
 tokens are matched to the tokens' scale (`match_motion_token_scale_`), so frames depend smoothly on
 the inputs instead of chaotically.
 """
+
 import json
 import os
 from dataclasses import asdict
@@ -29,11 +30,24 @@ from ..models.vae import autoencoder_kl
 from ..models.weights import read_state_dict, save_state_dict
 
 # Smallest SD-shaped VAE: 4 blocks (×8 downsampling), GroupNorm needs channels % groups == 0.
-TINY_VAE = {"block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4,
-            "latent_channels": 4, "down_block_types": ["DownEncoderBlock2D"] * 4,
-            "up_block_types": ["UpDecoderBlock2D"] * 4, "sample_size": 64}
-TINY_CLIP = image_encoder.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                           num_attention_heads=2, image_size=224, patch_size=32, projection_dim=16)
+TINY_VAE = {
+    "block_out_channels": [8, 8, 8, 8],
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "latent_channels": 4,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "sample_size": 64,
+}
+TINY_CLIP = image_encoder.CLIPVisionConfig(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=224,
+    patch_size=32,
+    projection_dim=16,
+)
 
 
 def random_state_dict(module, seed, gain=1.0):
@@ -62,8 +76,6 @@ def random_state_dict(module, seed, gain=1.0):
     return out
 
 
-
-
 def vae_state_dict(config=TINY_VAE, seed=0):
     """Random SD-VAE (AutoencoderKL) weights of `config`."""
     with torch.device("meta"):  # shapes only; no time spent on random init
@@ -89,8 +101,14 @@ def image_encoder_state_dict(config=TINY_CLIP, seed=0):
 def write_image_encoder(directory, config=TINY_CLIP, seed=0, weights="model.safetensors"):
     """Write random weights in the official `image_encoder/` layout (HF config.json + weights)."""
     directory = Path(directory)
-    hf = {"architectures": ["CLIPVisionModelWithProjection"], "model_type": "clip_vision_model",
-          "attention_dropout": 0.0, "initializer_factor": 1.0, "initializer_range": 0.02, **asdict(config)}
+    hf = {
+        "architectures": ["CLIPVisionModelWithProjection"],
+        "model_type": "clip_vision_model",
+        "attention_dropout": 0.0,
+        "initializer_factor": 1.0,
+        "initializer_range": 0.02,
+        **asdict(config),
+    }
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(hf, indent=2))
     return save_state_dict(image_encoder_state_dict(config, seed), directory / weights)
@@ -110,20 +128,35 @@ def write_taesd(path, seed=0, prefix=""):
     sd = {prefix + k: v for k, v in random_state_dict(model, seed).items()}
     return save_state_dict(sd, path)
 
+
 FULL_UNET = UNetConfig(motion_dim=16, temporal_pos_len=32)
-TINY_UNET = UNetConfig(block_out_channels=(64, 64, 64, 64), layers_per_block=1, cross_attention_dim=16,
-                       motion_dim=16, temporal_pos_len=32)
+TINY_UNET = UNetConfig(
+    block_out_channels=(64, 64, 64, 64), layers_per_block=1, cross_attention_dim=16, motion_dim=16, temporal_pos_len=32
+)
 # MotEncoder final-projection gain: makes the keyframe test (threshold 17) fire on moving input
 MOTION_GAIN = 2.4
 
 
 # the published image encoder (CLIP ViT-L/14 with a 768-d projection) and sd-vae-ft-mse
-FULL_CLIP = image_encoder.CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                           num_attention_heads=16, image_size=224, patch_size=14,
-                                           projection_dim=768)
-FULL_VAE = {"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "norm_num_groups": 32,
-            "latent_channels": 4, "in_channels": 3, "out_channels": 3,
-            "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4}
+FULL_CLIP = image_encoder.CLIPVisionConfig(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=14,
+    projection_dim=768,
+)
+FULL_VAE = {
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "latent_channels": 4,
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
 
 
 # small PersonaLive UNets that cross-attend to the 768-d embedding of the full image encoder
@@ -133,17 +166,36 @@ PRESETS = ("tiny", "comfy", "full")
 
 def _preset(name):
     if name == "tiny":
-        return dict(unet=TINY_UNET, pose=PoseGuider(64, (8, 8, 8, 8)), motion=MotEncoder.tiny(),
-                    extractor=MotionExtractor.tiny(), clip=TINY_CLIP, vae=TINY_VAE)
+        return dict(
+            unet=TINY_UNET,
+            pose=PoseGuider(64, (8, 8, 8, 8)),
+            motion=MotEncoder.tiny(),
+            extractor=MotionExtractor.tiny(),
+            clip=TINY_CLIP,
+            vae=TINY_VAE,
+        )
     if name == "full":
-        return dict(unet=FULL_UNET, pose=PoseGuider(), motion=MotEncoder(), extractor=MotionExtractor(),
-                    clip=FULL_CLIP, vae=FULL_VAE)
+        return dict(
+            unet=FULL_UNET,
+            pose=PoseGuider(),
+            motion=MotEncoder(),
+            extractor=MotionExtractor(),
+            clip=FULL_CLIP,
+            vae=FULL_VAE,
+        )
     if name == "comfy":
         # the host's CLIP-vision and VAE loaders accept only the standard architectures; the host keeps
         # CLIP-vision weights in fp16 (computing in fp32), so the values are written fp16-exact and both
         # sides compute with the same numbers
-        return dict(unet=COMFY_UNET, pose=PoseGuider(64, (8, 8, 8, 8)), motion=MotEncoder.tiny(),
-                    extractor=MotionExtractor.tiny(), clip=FULL_CLIP, vae=FULL_VAE, clip_fp16=True)
+        return dict(
+            unet=COMFY_UNET,
+            pose=PoseGuider(64, (8, 8, 8, 8)),
+            motion=MotEncoder.tiny(),
+            extractor=MotionExtractor.tiny(),
+            clip=FULL_CLIP,
+            vae=FULL_VAE,
+            clip_fp16=True,
+        )
     raise ValueError(f"unknown preset {name!r}: use {', '.join(PRESETS)}")
 
 
@@ -158,8 +210,15 @@ def plausible_heads_(sd, seed):
     sd["detector.fc_scale.bias"] = torch.ones(1)
     for name in ("fc_t", "fc_exp", "fc_pitch", "fc_yaw", "fc_roll"):
         sd[f"detector.{name}.bias"] = torch.zeros_like(sd[f"detector.{name}.bias"])
-    for name, gain in (("fc_kp", 0.05), ("fc_t", 0.05), ("fc_scale", 0.05), ("fc_exp", 0.05),
-                       ("fc_pitch", 0.5), ("fc_yaw", 0.5), ("fc_roll", 0.5)):
+    for name, gain in (
+        ("fc_kp", 0.05),
+        ("fc_t", 0.05),
+        ("fc_scale", 0.05),
+        ("fc_exp", 0.05),
+        ("fc_pitch", 0.5),
+        ("fc_yaw", 0.5),
+        ("fc_roll", 0.5),
+    ):
         sd[f"detector.{name}.weight"] = sd[f"detector.{name}.weight"] * gain
     return sd
 
@@ -183,8 +242,7 @@ def match_motion_token_scale_(den_sd, motion_dim, token_rms):
     ≈ 50 (the residual stream grew to ≈ 100). Scaled, logits and values are O(1) and the same change
     costs > 100 dB: the frames are a smooth function of the inputs, as with trained weights."""
     for key, value in den_sd.items():
-        if ".motion_modules." in key and key.endswith(("to_k.weight", "to_v.weight")) \
-                and value.shape[-1] == motion_dim:
+        if ".motion_modules." in key and key.endswith(("to_k.weight", "to_v.weight")) and value.shape[-1] == motion_dim:
             den_sd[key] = value / token_rms
     return den_sd
 
@@ -218,7 +276,8 @@ def write_random_weights(root, preset="tiny", seed=0, log=lambda m: None):
         path = save_state_dict(sd, os.path.join(root, "personalive", f"{name}.pth"))
         log(f"wrote {path}")
     clip_file = write_image_encoder(
-        os.path.join(root, "sd-image-variations-diffusers", "image_encoder"), p["clip"], seed * 1000 + 2)
+        os.path.join(root, "sd-image-variations-diffusers", "image_encoder"), p["clip"], seed * 1000 + 2
+    )
     if p.get("clip_fp16"):
         save_state_dict({k: v.half() for k, v in read_state_dict(clip_file).items()}, clip_file)
     write_vae(os.path.join(root, "sd-vae-ft-mse"), p["vae"], seed * 1000 + 3)
@@ -230,6 +289,7 @@ def random_models(preset="tiny", seed=0):
     from ..models.image_encoder import CLIPImageEncoder
     from ..models.loader import PersonaLiveModels, _build_from, build_denoising_unet, build_reference_unet
     from diffusers import AutoencoderKL
+
     p = _preset(preset)
     sds = personalive_state_dicts(preset, seed)
     den = {**sds["denoising_unet"], **sds["temporal_module"]}
@@ -246,4 +306,6 @@ def random_models(preset="tiny", seed=0):
         pose_guider=_build_from(PoseGuider, sds["pose_guider"], "random pose guider"),
         motion_encoder=_build_from(MotEncoder, sds["motion_encoder"], "random motion encoder"),
         motion_extractor=_build_from(MotionExtractor, sds["motion_extractor"], "random motion extractor"),
-        image_encoder=clip, vae=vae_model)
+        image_encoder=clip,
+        vae=vae_model,
+    )

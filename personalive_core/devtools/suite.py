@@ -22,6 +22,7 @@ The weights are loaded once, in float32 on the CPU; each configuration runs on a
 dtype on the device (one copy on the device at a time, plus the float32 one during the precision
 run), so `peak_mem_mb` is that configuration's own peak.
 """
+
 import copy
 import gc
 import json
@@ -30,6 +31,7 @@ import tempfile
 import time
 from argparse import Namespace
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 
@@ -38,8 +40,15 @@ from ..models.rewrites import Fp8Linear, apply_rewrites, fp8_supported, to_chann
 from ..pipelines import load_models, placement
 from ..runtime import cudnn_benchmark, process_settings, sdpa_preference
 from ..streaming.compiled import compile_decoder, compile_label, compile_options
-from .bench import (compile_warmup, forced_keyframes, pick_decoder, run_bench, stage_table, synthetic_frames,
-                    synthetic_reference)
+from .bench import (
+    compile_warmup,
+    forced_keyframes,
+    pick_decoder,
+    run_bench,
+    stage_table,
+    synthetic_frames,
+    synthetic_reference,
+)
 from .random_weights import random_models
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -71,7 +80,7 @@ def configurations(device):
     """The suite's configurations in run order (PRECISION where the precision run goes)."""
     cuda = torch.device(device).type == "cuda"
     main, other = ("fp16", "bf16") if cuda else ("fp32", "bf16")
-    c = lambda name, **kw: Config(name, kw.pop("dtype", main), **kw)  # noqa: E731
+    c = lambda name, **kw: Config(name, kw.pop("dtype", main), **kw)
     return [
         c("eager", headline=True),
         c("compiled", compile=True, headline=True),
@@ -123,8 +132,9 @@ class Models:
             dtype = DTYPES[config.dtype]
             models = copy.deepcopy(self.master).to(self.device, dtype)
             fast = SpeedOptions().resolve(torch.device(self.device).type, dtype)
-            rewrites = SpeedOptions(channels_last=config.channels_last, onednn_linear=fast.onednn_linear,
-                                    fp8_linear=config.fp8)
+            rewrites = SpeedOptions(
+                channels_last=config.channels_last, onednn_linear=fast.onednn_linear, fp8_linear=config.fp8
+            )
             apply_rewrites(models.modules().values(), rewrites, fp8=[models.denoising_unet])
             self.key, self.models = config.weights_key, models
         return self.models
@@ -143,6 +153,7 @@ class Models:
 class Suite:
     def __init__(self, args, config, log, device):
         self.args, self.config, self.log, self.device = args, config, log, device
+        self.keyframes = 3 if args.keyframes is None else args.keyframes  # every timed run forces them
         self.t0 = time.perf_counter()
         self.results = []
         self.cold_compile_s = None
@@ -165,10 +176,12 @@ class Suite:
         left = self.args.budget_s - self.elapsed()
         if left <= 0:
             return f"time budget spent ({self.args.budget_s:.0f} s)"
-        if config.compile and config.weights_key not in self.compiled_keys and self.cold_compile_s:
-            if 1.5 * self.cold_compile_s + 20 > left:  # margin: other dtypes and fp8 compile longer
-                return (f"a new compile (the first took {self.cold_compile_s:.0f} s) would not fit in the "
-                        f"{left:.0f} s left of the budget")
+        new_compile = config.compile and config.weights_key not in self.compiled_keys and self.cold_compile_s
+        if new_compile and 1.5 * self.cold_compile_s + 20 > left:  # margin: other dtypes and fp8 compile longer
+            return (
+                f"a new compile (the first took {self.cold_compile_s:.0f} s) would not fit in the "
+                f"{left:.0f} s left of the budget"
+            )
         return None
 
     def precision_wont_fit(self):
@@ -195,9 +208,14 @@ class Suite:
 
     def stream_config(self, config):
         """The StreamConfig of one suite configuration."""
-        return self.config.replace(compile=config.compile, static_step=config.static_step, sdpa=config.sdpa,
-                                   cudnn_benchmark=config.cudnn_benchmark, channels_last=config.channels_last,
-                                   fp8_linear=config.fp8)
+        return self.config.replace(
+            compile=config.compile,
+            static_step=config.static_step,
+            sdpa=config.sdpa,
+            cudnn_benchmark=config.cudnn_benchmark,
+            channels_last=config.channels_last,
+            fp8_linear=config.fp8,
+        )
 
     def run_config(self, pool, config):
         models = pool.get(config)
@@ -208,16 +226,29 @@ class Suite:
             decoder = compile_decoder(copy.deepcopy(decoder), stream.speed)
         chunks = self.args.headline_chunks if config.headline else self.args.chunks
         with sdpa_preference(config.sdpa), cudnn_benchmark(config.cudnn_benchmark):
-            result = run_bench(models, stream, chunks, self.args.warmup, self.log, decoder,
-                               keyframes=self.args.keyframes, overlap=config.overlap)
+            result = run_bench(
+                models,
+                stream,
+                chunks,
+                self.args.warmup,
+                self.log,
+                decoder,
+                keyframes=self.keyframes,
+                overlap=config.overlap,
+            )
             if config.compile and config.weights_key not in self.compiled_keys:
                 self.compiled_keys.add(config.weights_key)
                 if self.cold_compile_s is None:
                     self.cold_compile_s = result["compile_ms"] / 1e3
                     result["compile_warm_ms"] = self.warm_compile(models, decoder, stream)
         fp8_layers = sum(type(m) is Fp8Linear for m in unet.modules())
-        return {**result, "chunks": chunks, "decoder": decoder_name, "fp8_layers": fp8_layers,
-                "compile": compile_label(compile_options(self.device, stream.speed)) if config.compile else None}
+        return {
+            **result,
+            "chunks": chunks,
+            "decoder": decoder_name,
+            "fp8_layers": fp8_layers,
+            "compile": compile_label(compile_options(self.device, stream.speed)) if config.compile else None,
+        }
 
     def warm_compile(self, models, decoder, stream):
         """Drop the compiled code and compile again: the compiler's caches are now warm."""
@@ -225,7 +256,7 @@ class Suite:
         size = self.config.size
         reference = synthetic_reference(models, size)
         frames = list(synthetic_frames(4 * 3, size))
-        stream = forced_keyframes(stream, self.args.keyframes or 0, self.args.warmup)
+        stream = forced_keyframes(stream, self.keyframes, self.args.warmup)
         ms = compile_warmup(models, reference, stream, decoder, frames, self.log)
         self.log(f"compiled again from the warm cache in {ms / 1e3:.1f} s")
         return round(ms, 1)
@@ -234,13 +265,17 @@ class Suite:
         """The fast path (`config`'s models) against float32 on the same device."""
         from PIL import Image
         from .precision import compare_streams, summarize
+
         fast = pool.get(config)
         base = pool.fresh(torch.float32)
         size, chunks = self.config.size, self.args.precision_chunks
         image = Image.fromarray(next(synthetic_frames(1, size)))
         try:
-            gaps = list(compare_streams(base, fast, image, synthetic_frames(4 * chunks, size), size,
-                                        test_config=self.stream_config(config)))
+            gaps = list(
+                compare_streams(
+                    base, fast, image, synthetic_frames(4 * chunks, size), size, test_config=self.stream_config(config)
+                )
+            )
         finally:
             del base
             gc.collect()
@@ -248,9 +283,13 @@ class Suite:
 
     def run(self):
         args, log = self.args, self.log
-        master = (load_models(args.weights, self.config.replace(device="cpu", dtype="fp32", channels_last=False,
-                                                              onednn_linear=False))
-                  if args.weights else random_models(args.random_weights))
+        master = (
+            load_models(
+                args.weights, self.config.replace(device="cpu", dtype="fp32", channels_last=False, onednn_linear=False)
+            )
+            if args.weights
+            else random_models(args.random_weights)
+        )
         log(f"weights loaded in {self.elapsed():.1f} s")
         pool = Models(master, self.device)
         fast = None
@@ -258,12 +297,17 @@ class Suite:
             started = time.perf_counter()
             if config == PRECISION:
                 record = {"config": PRECISION}
-                reason = ("not in --only" if args.only and PRECISION not in args.only.split(",") else
-                          "no compiled configuration ran" if fast is None else self.precision_wont_fit())
+                reason = (
+                    "not in --only"
+                    if args.only and PRECISION not in args.only.split(",")
+                    else "no compiled configuration ran"
+                    if fast is None
+                    else self.precision_wont_fit()
+                )
                 if reason:
                     record.update(status="skipped", reason=reason)
                 else:
-                    record.update(self.attempt(lambda: self.precision(pool, fast)))
+                    record.update(self.attempt(partial(self.precision, pool, fast)))
                 record["elapsed_s"] = round(time.perf_counter() - started, 1)
                 self.emit(record)
                 continue
@@ -274,7 +318,7 @@ class Suite:
                 log(f"[{config.name}] skipped: {reason}")
             else:
                 log(f"[{config.name}] running ({self.elapsed():.0f} s into the suite)")
-                record.update(self.attempt(lambda: self.run_config(pool, config)))
+                record.update(self.attempt(partial(self.run_config, pool, config)))
                 if record["status"] == "ran" and config.compile and fast is None:
                     fast = config
             record["elapsed_s"] = round(time.perf_counter() - started, 1)
@@ -293,15 +337,19 @@ class Suite:
     def summary(self):
         log = self.log
         log("")
-        log(f"{'configuration':<26} {'status':<8} {'fps':>8} {'p50 ms':>8} {'p95 ms':>8} {'peak MB':>9} "
-            f"{'compile s':>9} {'s':>6}")
+        log(
+            f"{'configuration':<26} {'status':<8} {'fps':>8} {'p50 ms':>8} {'p95 ms':>8} {'peak MB':>9} "
+            f"{'compile s':>9} {'s':>6}"
+        )
         for r in self.results:
             if r["config"] == PRECISION:
                 continue
             comp = f"{r['compile_ms'] / 1e3:9.1f}" if r.get("compile_ms") else f"{'':9}"
             if r["status"] == "ran":
-                log(f"{r['config']:<26} {'ran':<8} {r['fps']:8.2f} {r['chunk_ms_p50']:8.1f} {r['chunk_ms_p95']:8.1f} "
-                    f"{r['peak_mem_mb']:9.0f} {comp} {r['elapsed_s']:6.1f}")
+                log(
+                    f"{r['config']:<26} {'ran':<8} {r['fps']:8.2f} {r['chunk_ms_p50']:8.1f} {r['chunk_ms_p95']:8.1f} "
+                    f"{r['peak_mem_mb']:9.0f} {comp} {r['elapsed_s']:6.1f}"
+                )
             else:
                 log(f"{r['config']:<26} {r['status']:<8} {r.get('reason', '')}")
         ran = [r for r in self.results if r["status"] == "ran" and r["config"] != PRECISION]
@@ -316,36 +364,48 @@ class Suite:
             best = max((r for r in ran if r["vae"] == vae and not r["fp8"]), key=lambda r: r["fps"], default=None)
             fastest[vae] = best and best["config"]
             if best:
-                log(f"fastest with the {'SD VAE' if vae == 'full' else 'TAESD'} decoder (fp8 aside): "
-                    f"{best['config']} at {best['fps']:.2f} fps")
+                log(
+                    f"fastest with the {'SD VAE' if vae == 'full' else 'TAESD'} decoder (fp8 aside): "
+                    f"{best['config']} at {best['fps']:.2f} fps"
+                )
         precision = next((r for r in self.results if r["config"] == PRECISION), None)
         if precision and precision["status"] == "ran":
-            log(f"precision of {precision['test']} against float32: min {precision['psnr_min']} dB, mean "
+            log(
+                f"precision of {precision['test']} against float32: min {precision['psnr_min']} dB, mean "
                 f"{precision['psnr_mean']} dB, drift {precision['drift_db']} dB, non-finite chunks "
-                f"{precision['nonfinite_chunks']}")
+                f"{precision['nonfinite_chunks']}"
+            )
         log(f"suite finished in {self.elapsed():.0f} s (budget {self.args.budget_s:.0f} s)")
-        print(json.dumps({"config": "summary", "fastest_full_vae": fastest["full"], "fastest_taesd": fastest["taesd"],
-                          "elapsed_s": round(self.elapsed(), 1), "budget_s": self.args.budget_s,
-                          "ran": sum(r["status"] == "ran" for r in self.results),
-                          "skipped": [r["config"] for r in self.results if r["status"] == "skipped"],
-                          "failed": [r["config"] for r in self.results if r["status"] == "failed"],
-                          "stages_of": first and first["config"]}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "config": "summary",
+                    "fastest_full_vae": fastest["full"],
+                    "fastest_taesd": fastest["taesd"],
+                    "elapsed_s": round(self.elapsed(), 1),
+                    "budget_s": self.args.budget_s,
+                    "ran": sum(r["status"] == "ran" for r in self.results),
+                    "skipped": [r["config"] for r in self.results if r["status"] == "skipped"],
+                    "failed": [r["config"] for r in self.results if r["status"] == "failed"],
+                    "stages_of": first and first["config"],
+                }
+            ),
+            flush=True,
+        )
 
 
 def main(args, config, log):
     """`bench --suite`: `config` holds the size and the options that every configuration starts from."""
     where = placement(config)
     device = where.device
-    if args.keyframes is None:
-        args.keyframes = 3
-    if not args.compile_cache:
-        args.compile_cache = tempfile.mkdtemp(prefix="personalive-compile-")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = args.compile_cache
-    os.environ["TRITON_CACHE_DIR"] = os.path.join(args.compile_cache, "triton")
+    cache = args.compile_cache or tempfile.mkdtemp(prefix="personalive-compile-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # the compiler's own configuration is its environment
+    os.environ["TRITON_CACHE_DIR"] = os.path.join(cache, "triton")
     config = config.replace(device=device)
-    args.size = config.size
-    log(f"bench --suite on {device} at {config.size}², budget {args.budget_s:.0f} s, compiler cache "
-        f"{args.compile_cache}, backend {config.speed.compile_backend}")
+    log(
+        f"bench --suite on {device} at {config.size}², budget {args.budget_s:.0f} s, compiler cache "
+        f"{cache}, backend {config.speed.compile_backend}"
+    )
     with process_settings(where.speed.replace(cudnn_benchmark=False, sdpa="auto"), log):  # memory reuse on the CPU
         Suite(args, config, log, device).run()
     return 0

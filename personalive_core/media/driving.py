@@ -11,6 +11,7 @@ players show them, `rotation.py`), with their presentation times (`times`: varia
 and 30000/1001 kept exactly by the writer); a damaged packet is skipped, a file cut off mid-stream
 gives the frames before the cut, and either is logged with where it happened.
 """
+
 import os
 import shutil
 from collections import deque
@@ -55,8 +56,10 @@ class DrivingSource:
         elif hasattr(source, "get_components"):
             self._open_video(source)
         else:
-            raise InputError(f"{self.where}expected a video file, an image folder, a VIDEO or an IMAGE batch, "
-                             f"got {type(source).__name__}")
+            raise InputError(
+                f"{self.where}expected a video file, an image folder, a VIDEO or an IMAGE batch, "
+                f"got {type(source).__name__}"
+            )
 
     # -- opening -------------------------------------------------------------------------------
     def _open_path(self, path):
@@ -76,8 +79,10 @@ class DrivingSource:
 
     def _take_images(self, images):
         if images.dim() != 4 or images.shape[-1] < 3:
-            raise InputError(f"{self.where}expected an IMAGE batch (frames, height, width, channels), got a tensor "
-                             f"of shape {tuple(images.shape)}")
+            raise InputError(
+                f"{self.where}expected an IMAGE batch (frames, height, width, channels), got a tensor "
+                f"of shape {tuple(images.shape)}"
+            )
         self.images, self.count = images, int(images.shape[0])
 
     def _open_video(self, video):
@@ -91,6 +96,7 @@ class DrivingSource:
 
     def _open_stream(self, source):
         import av
+
         self.stream = source
         try:
             with av.open(self._rewound(), mode="r") as c:
@@ -117,8 +123,10 @@ class DrivingSource:
         except OSError:
             return ""
         if head[4:8] == b"ftyp":
-            return (". The file has no index (moov): a recording cut off before it finished, or a download "
-                    "that stopped; it cannot be read as it is (a repair tool such as untrunc may recover it)")
+            return (
+                ". The file has no index (moov): a recording cut off before it finished, or a download "
+                "that stopped; it cannot be read as it is (a repair tool such as untrunc may recover it)"
+            )
         return ". Is it a video file? Use an mp4, mov, mkv or webm video"
 
     def _rewound(self):
@@ -168,6 +176,7 @@ class DrivingSource:
                 yield np.asarray(load_image(path, "driving image"))
         else:
             import av
+
             with av.open(self._rewound(), mode="r") as c:
                 yield from self._video_frames(c)
 
@@ -176,6 +185,7 @@ class DrivingSource:
         the stream's start, go to `self.times`. A damaged packet is skipped and reading goes on; where
         the data ends early, reading stops there; either is logged once, with where it happened."""
         import av
+
         stream = container.streams.video[0]
         steps, index, t, failure, skipped, recovered = None, -1, None, None, 0, False
         try:
@@ -191,8 +201,14 @@ class DrivingSource:
                     if steps is None:
                         steps = upright_steps(frame, rotate_tag(stream.metadata))
                     index += 1
-                    previous, t = t, (frame.pts * frame.time_base - self.start if frame.pts is not None else
-                                      (t + 1 / self.fps if t is not None else Fraction(0)))
+                    previous, t = (
+                        t,
+                        (
+                            frame.pts * frame.time_base - self.start
+                            if frame.pts is not None
+                            else (t + 1 / self.fps if t is not None else Fraction(0))
+                        ),
+                    )
                     self.end = t + (t - previous if previous is not None and t > previous else 1 / self.fps)
                     if self.times is not None:
                         self.times.append(t)
@@ -200,8 +216,9 @@ class DrivingSource:
         except av.error.FFmpegError as e:  # the container cannot be read further
             skipped += 1
             failure = failure or (index, t, e)
-        self._report(container, stream, index, t, failure if not recovered else None,
-                     failure if recovered else None, skipped)
+        self._report(
+            container, stream, index, t, failure if not recovered else None, failure if recovered else None, skipped
+        )
 
     def _report(self, container, stream, index, t, stop, damage, skipped):
         label = f"{self.where}driving video {self._label()}"
@@ -209,24 +226,36 @@ class DrivingSource:
             reason = f": {(stop or damage)[2]}" if stop or damage else ""
             raise InputError(f"{label}: no frame could be decoded{reason}. The file is damaged or holds no picture")
         if stop is not None:
-            self.log(f"{label}: reading stopped {_at(index, t)}: {stop[2]}. The file seems cut short or damaged; "
-                     f"the {index + 1} frames before are used")
+            self.log(
+                f"{label}: reading stopped {_at(index, t)}: {stop[2]}. The file seems cut short or damaged; "
+                f"the {index + 1} frames before are used"
+            )
         elif damage is not None:
-            self.log(f"{label}: skipped {skipped} damaged packet(s) {_at(*damage[:2])}: {damage[2]}; the frames "
-                     "that follow may show blocks or smears")
+            self.log(
+                f"{label}: skipped {skipped} damaged packet(s) {_at(*damage[:2])}: {damage[2]}; the frames "
+                "that follow may show blocks or smears"
+            )
         else:
-            stated = (stream.duration * stream.time_base if stream.duration else
-                      Fraction(container.duration, 10 ** 6) if container.duration else None)
+            stated = (
+                stream.duration * stream.time_base
+                if stream.duration
+                else Fraction(container.duration, 10**6)
+                if container.duration
+                else None
+            )
             step = 1 / self.fps
             if stated is not None and t + step < stated - max(2 * step, Fraction(1, 2)):
-                self.log(f"{label}: the video ends {_at(index, t)} but says it lasts {float(stated):.2f} s. The "
-                         f"file seems cut short; the {index + 1} frames it has are used")
+                self.log(
+                    f"{label}: the video ends {_at(index, t)} but says it lasts {float(stated):.2f} s. The "
+                    f"file seems cut short; the {index + 1} frames it has are used"
+                )
 
     # -- audio ---------------------------------------------------------------------------------
     def has_audio(self):
         if self.stream is None:
             return self.audio_dict is not None and self.audio_dict["waveform"].numel() > 0
         import av
+
         with av.open(self._rewound(), mode="r") as c:
             return bool(c.streams.audio)
 
@@ -236,12 +265,13 @@ class DrivingSource:
         audio = self.audio_dict if self.stream is None else self._decode_audio()
         if audio is not None and self.limit and self.read == self.limit:
             end = self.end if self.end is not None else self.read / self.fps
-            keep = int(round(end * audio["sample_rate"]))
+            keep = round(end * audio["sample_rate"])
             audio = {**audio, "waveform": audio["waveform"][..., :keep]}
         return audio
 
     def _decode_audio(self):
         import av
+
         with av.open(self._rewound(), mode="r") as c:
             if not c.streams.audio:
                 return None

@@ -9,6 +9,7 @@ original picture `paste_back`.
 
 Images are HWC RGB, uint8 or float in [0, 1] (ComfyUI IMAGE frames); outputs keep the dtype.
 """
+
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -20,6 +21,7 @@ DEFAULT_SCALE = DEFAULT_CROP_SCALE
 
 
 # ----------------------------------------------------------------------------- boxes
+
 
 def box_center_side(box):
     x0, y0, x1, y1 = box
@@ -47,14 +49,14 @@ def square_crop_box(face_box, scale=DEFAULT_SCALE, shift=0.0):
     return box_from_center(cx, cy - shift * (face_box[3] - face_box[1]), scale * side)
 
 
-
-
 # ----------------------------------------------------------------------------- crop
+
 
 @dataclass(frozen=True)
 class CropInfo:
     """Where a crop came from: `box` (square, integer pixels of the original), the original
     `image_hw` and the crop's `size`. `to_dict()` is JSON-serialisable."""
+
     box: tuple
     image_hw: tuple
     size: int
@@ -95,7 +97,7 @@ def crop(image, box, size=512, pad="replicate"):
     x0, y0, x1, y1 = _integer_box(box)
     if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
         raise ValueError(f"crop box {box} does not overlap the {w}x{h} image")
-    inside = image[max(y0, 0): min(y1, h), max(x0, 0): min(x1, w)]
+    inside = image[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)]
     border = cv2.BORDER_REPLICATE if pad == "replicate" else cv2.BORDER_CONSTANT
     region = cv2.copyMakeBorder(inside, max(-y0, 0), max(y1 - h, 0), max(-x0, 0), max(x1 - w, 0), border, value=0)
     return resize_square(region, size), CropInfo((x0, y0, x1, y1), (h, w), size)
@@ -114,4 +116,3 @@ def find_crop_box(image, scale=DEFAULT_SCALE, shift=0.0, refine=None, refine_siz
         if better is not None:
             face = info.box_to_image(better)
     return None if face is None else square_crop_box(face, scale, shift)
-

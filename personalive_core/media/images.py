@@ -6,6 +6,7 @@ clipped) to 8 bits, CMYK, palette, bilevel and grey pictures are converted, and 
 are composited on white (a cut-out portrait gets a plain background, not the arbitrary colours that
 transparent pixels store).
 """
+
 import os
 
 import numpy as np
@@ -31,8 +32,11 @@ def load_image(path, role="reference image"):
             im.load()
             return to_rgb(im)
     except Exception as e:
-        hint = (" HEIC pictures need the pillow-heif package (pip install pillow-heif), or save the picture as "
-                "JPEG." if path.lower().endswith(NEEDS_PLUGIN) else " Use a PNG, JPEG or WebP picture.")
+        hint = (
+            " HEIC pictures need the pillow-heif package (pip install pillow-heif), or save the picture as JPEG."
+            if path.lower().endswith(NEEDS_PLUGIN)
+            else " Use a PNG, JPEG or WebP picture."
+        )
         raise InputError(f"cannot read {role} {path}: {e}.{hint}") from e
 
 

@@ -1,4 +1,5 @@
 """Writing result frames as they come: an mp4 (with the driving audio), a .npy array or PNG frames."""
+
 import os
 
 import numpy as np
@@ -17,8 +18,11 @@ class Output:
         self.path, self.fps, self.audio_from, self.log = path, fps, audio_from, log or (lambda msg: None)
         self.time_base, self.audio_start = time_base, audio_start  # see VideoWriter
         self.frames, self.writer, self.hw, self.count = [], None, None, 0
-        self.kind = "mp4" if path.lower().endswith((".mp4", ".mov", ".mkv")) else (
-            "npy" if path.lower().endswith(".npy") else "png")
+        self.kind = (
+            "mp4"
+            if path.lower().endswith((".mp4", ".mov", ".mkv"))
+            else ("npy" if path.lower().endswith(".npy") else "png")
+        )
         if self.kind == "png":
             os.makedirs(path, exist_ok=True)
 
@@ -28,12 +32,21 @@ class Output:
             if self.kind == "mp4":
                 h, w = self.hw
                 if h % 2 or w % 2:
-                    self.log(f"note: {w}x{h} has an odd side; the video is {w + w % 2}x{h + h % 2} "
-                             "(H.264 4:2:0 needs even sides; the last row/column is repeated)")
-                self.writer = VideoWriter(self.path, self.fps, (h + h % 2, w + w % 2), self.audio_from,
-                                          time_base=self.time_base, audio_start=self.audio_start)
+                    self.log(
+                        f"note: {w}x{h} has an odd side; the video is {w + w % 2}x{h + h % 2} "
+                        "(H.264 4:2:0 needs even sides; the last row/column is repeated)"
+                    )
+                self.writer = VideoWriter(
+                    self.path,
+                    self.fps,
+                    (h + h % 2, w + w % 2),
+                    self.audio_from,
+                    time_base=self.time_base,
+                    audio_start=self.audio_start,
+                )
         elif frame.shape[:2] != self.hw:
             import cv2
+
             frame = cv2.resize(frame, self.hw[::-1], interpolation=cv2.INTER_AREA)
         return frame
 
@@ -51,6 +64,7 @@ class Output:
                 self.writer.write(u8, time)
             else:
                 from PIL import Image
+
                 Image.fromarray(u8).save(os.path.join(self.path, f"{self.count:06d}.png"))
         self.count += 1
 

@@ -1,5 +1,6 @@
 """Paste-back: generated square crops warped back into the original pictures they were cut from,
 blended with a feathered round mask; outside the mask the original is untouched."""
+
 from functools import lru_cache
 
 import cv2
@@ -48,8 +49,8 @@ def paste_back(generated, original, info, feather=0.2, mask=None):
     gen_rows, mask_rows = _box_rows(_as_float(generated), side), _box_rows(mask, side)
     for r0 in range(iy0, iy1, STRIP):
         r1 = min(r0 + STRIP, iy1)
-        gen = gen_rows(r0 - y0, r1 - y0)[:, ix0 - x0: ix1 - x0]
-        m = mask_rows(r0 - y0, r1 - y0)[:, ix0 - x0: ix1 - x0, None]
+        gen = gen_rows(r0 - y0, r1 - y0)[:, ix0 - x0 : ix1 - x0]
+        m = mask_rows(r0 - y0, r1 - y0)[:, ix0 - x0 : ix1 - x0, None]
         region = original[r0:r1, ix0:ix1]
         blend = _as_float(region) + m * (gen - _as_float(region))
         if original.dtype == np.uint8:
@@ -75,4 +76,5 @@ def _box_rows(image, side):
         top = np.clip(top, 0, s - 1)
         f = f.reshape(-1, *([1] * (across.ndim - 1)))
         return across[top] * (1 - f) + across[np.minimum(top + 1, s - 1)] * f
+
     return rows

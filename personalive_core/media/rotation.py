@@ -6,9 +6,8 @@ apply it, and so must we, or a portrait video arrives sideways. The eight cases 
 each optionally mirrored) are told apart as FFmpeg's own command line tells them apart (its
 autorotate filters: transpose, hflip, vflip), so our frames match what `ffmpeg -i` shows.
 """
-import numpy as np
 
-_UNIT = 1 << 16  # the matrix's a, b, c, d are 16.16 fixed point
+import numpy as np
 
 
 def display_matrix(frame):
@@ -64,4 +63,3 @@ def apply(image, steps):
     for step in steps:
         image = _STEPS[step](image)
     return np.ascontiguousarray(image)
-

@@ -3,6 +3,7 @@
 Frames travel as uint8 RGB arrays (H, W, 3). Pictures are read by `images.load_image`, driving input
 by `driving.DrivingSource`.
 """
+
 import os
 from fractions import Fraction
 
@@ -41,12 +42,20 @@ class VideoWriter:
 
     def __init__(self, path, fps, size, audio_from=None, crf=18, time_base=None, audio_start=0, low_latency=False):
         import av
+
         self.path, self.fps, self.audio_from = path, Fraction(fps), audio_from
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
         self.audio_start = audio_start  # seconds of the audio source where the first timed frame starts
         self.tmp = path + ".partial.mp4" if audio_from else path
-        self.container = av.open(self.tmp, "w", options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
-                                                         "frag_duration": str(int(FRAGMENT_SECONDS * 1e6)), "flush_packets": "1"})
+        self.container = av.open(
+            self.tmp,
+            "w",
+            options={
+                "movflags": "frag_keyframe+empty_moov+default_base_moof",
+                "frag_duration": str(int(FRAGMENT_SECONDS * 1e6)),
+                "flush_packets": "1",
+            },
+        )
         self.stream = self.container.add_stream("libx264", rate=self.fps)
         self.stream.width, self.stream.height = size[1], size[0]
         self.stream.pix_fmt = "yuv420p"
@@ -59,6 +68,7 @@ class VideoWriter:
 
     def write(self, frame_u8, time=None):
         import av
+
         step = 1 / self.fps
         if time is None:
             start = self.end
@@ -106,6 +116,7 @@ def mux_audio(video_path, audio_source, out_path, start, duration, log=None):
     """Copy video packets of `video_path` and `duration` seconds of the audio of `audio_source`
     from its second `start` into `out_path`; without audio in the source, the video is just renamed."""
     import av
+
     with av.open(audio_source) as src:
         if not src.streams.audio:
             os.replace(video_path, out_path)
@@ -121,6 +132,7 @@ def mux_audio(video_path, audio_source, out_path, start, duration, log=None):
 
 def _mux(video_path, audio_source, out_path, start, duration, log=None):
     import av
+
     with av.open(video_path) as vin, av.open(audio_source) as ain, av.open(out_path, "w") as out:
         vs = out.add_stream_from_template(vin.streams.video[0])
         a_in = ain.streams.audio[0]
@@ -147,6 +159,7 @@ def _audio_span(container, stream, start, duration, log=None):
     """Decoded audio frames covering [start, start + duration) seconds of `stream`, the first and
     last cut to the sample; reading stops at damaged audio (logged; what came before is kept)."""
     import av
+
     end, t = start + duration, None
     try:
         for frame in container.decode(stream):
@@ -168,11 +181,13 @@ def _audio_span(container, stream, start, duration, log=None):
 
 def _silent_like(frame, samples):
     import av
+
     planar = frame.format.is_planar
     channels = len(frame.layout.channels)
     shape = (channels, samples) if planar else (1, samples * channels)
-    out = av.AudioFrame.from_ndarray(np.zeros(shape, frame.to_ndarray().dtype), format=frame.format.name,
-                                     layout=frame.layout.name)
+    out = av.AudioFrame.from_ndarray(
+        np.zeros(shape, frame.to_ndarray().dtype), format=frame.format.name, layout=frame.layout.name
+    )
     out.sample_rate = frame.sample_rate
     return out
 
@@ -180,10 +195,11 @@ def _silent_like(frame, samples):
 def _cut(frame, a, b):
     """Samples a..b of an audio frame."""
     import av
+
     planar = frame.format.is_planar
     data = frame.to_ndarray()
     channels = 1 if planar else len(frame.layout.channels)
-    data = data[:, a:b] if planar else data[:, a * channels:b * channels]
+    data = data[:, a:b] if planar else data[:, a * channels : b * channels]
     out = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=frame.format.name, layout=frame.layout.name)
     out.sample_rate = frame.sample_rate
     return out
@@ -192,6 +208,7 @@ def _cut(frame, a, b):
 def write_wav(audio, path):
     """ComfyUI AUDIO ({"waveform": (B, C, S), "sample_rate"}) → 16-bit WAV (first item, ≤ 2 channels)."""
     import av
+
     wave = audio["waveform"][0].float().clamp(-1, 1).cpu().numpy()
     if wave.shape[0] > 2:
         wave = wave[:2]
@@ -200,8 +217,9 @@ def write_wav(audio, path):
     with av.open(path, "w") as c:
         stream = c.add_stream("pcm_s16le", rate=rate, layout=layout)
         for start in range(0, wave.shape[1], 4096):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start:start + 4096]), format="fltp",
-                                               layout=layout)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(wave[:, start : start + 4096]), format="fltp", layout=layout
+            )
             frame.sample_rate, frame.pts = rate, start
             for packet in stream.encode(frame):
                 c.mux(packet)

@@ -5,6 +5,7 @@ Parameter names follow the diffusers layout the published weights use (`to_q`, `
 goes through `scaled_dot_product_attention`, which picks flash / memory-efficient kernels where
 the device has them.
 """
+
 import math
 
 import torch
@@ -113,7 +114,8 @@ class SequenceTransformerBlock(nn.Module):
     def __init__(self, dim, heads, n_attn, context_dim=None, pos_len=None):
         super().__init__()
         self.attention_blocks = nn.ModuleList(
-            SequenceAttention(dim, heads, context_dim, pos_len) for _ in range(n_attn))
+            SequenceAttention(dim, heads, context_dim, pos_len) for _ in range(n_attn)
+        )
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(n_attn))
         self.ff = FeedForward(dim)
         self.ff_norm = nn.LayerNorm(dim)

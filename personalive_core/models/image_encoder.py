@@ -4,6 +4,7 @@ PersonaLive conditions both UNets on the projected CLIP embedding of the referen
 (sd-image-variations' ViT-L/14, 768-d). Parameter names follow the Hugging Face layout so the
 published `image_encoder/` folder and ComfyUI clip_vision files holding HF keys load unchanged.
 """
+
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -15,8 +16,10 @@ from torch import nn
 from .weights import first_existing, load_strict, read_json, read_state_dict
 
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
-EXPECTED = ("a CLIP vision tower with projection in the Hugging Face layout "
-            "(sd-image-variations-diffusers/image_encoder/{model.safetensors,pytorch_model.bin})")
+EXPECTED = (
+    "a CLIP vision tower with projection in the Hugging Face layout "
+    "(sd-image-variations-diffusers/image_encoder/{model.safetensors,pytorch_model.bin})"
+)
 # Older transformers saved this index buffer; it carries no information.
 IGNORED_KEYS = ("vision_model.embeddings.position_ids",)
 
@@ -51,8 +54,7 @@ class Embeddings(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.class_embedding = nn.Parameter(torch.empty(c.hidden_size))
-        self.patch_embedding = nn.Conv2d(c.num_channels, c.hidden_size, c.patch_size, c.patch_size,
-                                         bias=False)
+        self.patch_embedding = nn.Conv2d(c.num_channels, c.hidden_size, c.patch_size, c.patch_size, bias=False)
         self.position_embedding = nn.Embedding((c.image_size // c.patch_size) ** 2 + 1, c.hidden_size)
 
     def forward(self, pixels):
@@ -66,12 +68,12 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads = c.num_attention_heads
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
-            nn.Linear(c.hidden_size, c.hidden_size) for _ in range(4))
+            nn.Linear(c.hidden_size, c.hidden_size) for _ in range(4)
+        )
 
     def forward(self, x):
         b, n, d = x.shape
-        q, k, v = (p(x).view(b, n, self.heads, -1).transpose(1, 2)
-                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (p(x).view(b, n, self.heads, -1).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
         out = F.scaled_dot_product_attention(q, k, v)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
@@ -151,13 +153,20 @@ def infer_config(sd, file):
     except KeyError as e:
         raise ValueError(f"{file}: missing {e.args[0]}; expected {EXPECTED}") from None
     if hidden % 64:
-        raise ValueError(f"{file}: cannot infer the head count for width {hidden}; "
-                         "put the model's config.json beside it")
+        raise ValueError(
+            f"{file}: cannot infer the head count for width {hidden}; put the model's config.json beside it"
+        )
     layers = {int(k.split(".")[3]) for k in sd if k.startswith("vision_model.encoder.layers.")}
     return CLIPVisionConfig(
-        hidden_size=hidden, intermediate_size=fc1.shape[0], num_hidden_layers=max(layers) + 1,
-        num_attention_heads=hidden // 64, image_size=math.isqrt(positions - 1) * patch.shape[-1],
-        patch_size=patch.shape[-1], num_channels=patch.shape[1], projection_dim=projection)
+        hidden_size=hidden,
+        intermediate_size=fc1.shape[0],
+        num_hidden_layers=max(layers) + 1,
+        num_attention_heads=hidden // 64,
+        image_size=math.isqrt(positions - 1) * patch.shape[-1],
+        patch_size=patch.shape[-1],
+        num_channels=patch.shape[1],
+        projection_dim=projection,
+    )
 
 
 def load_image_encoder(path, device="cpu", dtype=torch.float32, config=None):
@@ -179,7 +188,3 @@ def load_image_encoder(path, device="cpu", dtype=torch.float32, config=None):
     # requires_grad stays True as in the official modules: ATen's matmul folds (B,N,C)@W differently
     # when W requires grad, which changes low-order bits in half precision
     return model.to(device=device, dtype=dtype).eval()
-
-
-
-

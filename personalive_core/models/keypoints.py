@@ -6,6 +6,7 @@ keypoint rendering / face boxes derived from it. The stateful online tracker of 
 Parameter names follow the published `motion_extractor.pth` (`detector.*`, buffer `idx_tensor`).
 Fixed sizes: 256x256 input, 66 head-pose bins of 3 degrees, 4 stages.
 """
+
 import math
 
 import torch
@@ -82,11 +83,13 @@ class ConvNeXtV2(nn.Module):
 
     def __init__(self, dims, depths, num_kp):
         super().__init__()
-        self.downsample_layers = nn.ModuleList([nn.Sequential(
-            nn.Conv2d(3, dims[0], 4, stride=4), Fp32LayerNorm(dims[0], channels_first=True))])
+        self.downsample_layers = nn.ModuleList(
+            [nn.Sequential(nn.Conv2d(3, dims[0], 4, stride=4), Fp32LayerNorm(dims[0], channels_first=True))]
+        )
         for i in range(3):
-            self.downsample_layers.append(nn.Sequential(
-                Fp32LayerNorm(dims[i], channels_first=True), nn.Conv2d(dims[i], dims[i + 1], 2, stride=2)))
+            self.downsample_layers.append(
+                nn.Sequential(Fp32LayerNorm(dims[i], channels_first=True), nn.Conv2d(dims[i], dims[i + 1], 2, stride=2))
+            )
         self.stages = nn.ModuleList(nn.Sequential(*(Block(d) for _ in range(n))) for d, n in zip(dims, depths))
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         c = dims[-1]
@@ -102,8 +105,14 @@ class ConvNeXtV2(nn.Module):
         for down, stage in zip(self.downsample_layers, self.stages):
             x = stage(down(x))
         x = self.norm(x.mean([-2, -1]))
-        return {"pitch": self.fc_pitch(x), "yaw": self.fc_yaw(x), "roll": self.fc_roll(x),
-                "t": self.fc_t(x), "scale": self.fc_scale(x), "kp": self.fc_kp(x)}
+        return {
+            "pitch": self.fc_pitch(x),
+            "yaw": self.fc_yaw(x),
+            "roll": self.fc_roll(x),
+            "t": self.fc_t(x),
+            "scale": self.fc_scale(x),
+            "kp": self.fc_kp(x),
+        }
 
 
 def headpose_to_degrees(pred, idx):
@@ -185,18 +194,26 @@ class MotionExtractor(nn.Module):
         def ease(first, drv):
             return torch.cat([interpolate_rows(first, drv[:1], num_interp), drv], dim=0)
 
-        info = {"pitch": ease(p1, p2), "yaw": ease(y1, y2), "roll": ease(r1, r2),
-                "t": ease(kp_ref["t"], t2), "scale": ease(kp_ref["scale"], s2),
-                "kp": kp_ref["kp"].repeat(num_interp - 1 + motion.shape[0], 1)}
+        info = {
+            "pitch": ease(p1, p2),
+            "yaw": ease(y1, y2),
+            "roll": ease(r1, r2),
+            "t": ease(kp_ref["t"], t2),
+            "scale": ease(kp_ref["scale"], s2),
+            "kp": kp_ref["kp"].repeat(num_interp - 1 + motion.shape[0], 1),
+        }
         return info, kp_ref, kp_frame1, self.keypoints(kp_dri)
 
     def posed(self, kp_ref, kp_frame1, motion, t_scale=0.5, s_scale=0):
         """Later chunks: the driving head pose on the reference keypoints. Returns (pose parameters
         (degrees), absolute driving kps)."""
         m = self(motion)
-        info = dict(self.head_pose(m), t=(m["t"] - kp_frame1["t"]) * t_scale + kp_ref["t"],
-                    scale=m["scale"] * s_scale + kp_ref["scale"],
-                    kp=kp_ref["kp"].repeat(motion.shape[0], 1))
+        info = dict(
+            self.head_pose(m),
+            t=(m["t"] - kp_frame1["t"]) * t_scale + kp_ref["t"],
+            scale=m["scale"] * s_scale + kp_ref["scale"],
+            kp=kp_ref["kp"].repeat(motion.shape[0], 1),
+        )
         return info, self.keypoints(m)
 
     @staticmethod
@@ -225,12 +242,13 @@ def _canvas_hw(size):
 def _pixel_points(kps, height, width):
     """Selected keypoints -> integer pixel (x, y), (N, 7) each: arithmetic in the kps dtype, then truncation.
     Picked with slices: an index list would be a host tensor copied synchronously to the device."""
-    pts = torch.cat([kps[:, i:i + 1] for i in SELECTED], dim=1) * 0.5 + 0.5
+    pts = torch.cat([kps[:, i : i + 1] for i in SELECTED], dim=1) * 0.5 + 0.5
     return (pts[..., 0] * width).long(), (pts[..., 1] * height).long()
 
 
 def draw_keypoints(kps, size=512):
-    """(N, K, 3) keypoints -> (N, 3, H, W) fp32 image: a radius-4 disc per selected point, colours added, clamped to 1."""
+    """(N, K, 3) keypoints -> (N, 3, H, W) fp32 image: a radius-4 disc per selected point, colours added,
+    clamped to 1."""
     h, w = _canvas_hw(size)
     x, y = _pixel_points(kps, h, w)
     cols = torch.arange(w, device=kps.device)

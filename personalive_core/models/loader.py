@@ -1,4 +1,4 @@
-"""The seven networks of PersonaLive, found in the official layout and loaded exactly.
+"""The seven networks of PersonaLive, found in the official layout and loaded key for key (models/weights.py).
 
 Official layout (what huaichang/PersonaLive and the two diffusers repos unpack to):
     <root>/personalive/{denoising_unet,reference_unet,pose_guider,motion_encoder,
@@ -8,11 +8,13 @@ Official layout (what huaichang/PersonaLive and the two diffusers repos unpack t
 `<root>` may also be the folder holding `pretrained_weights/`, or a flat folder with the six
 files and `image_encoder/`, `vae/` beside them.
 """
+
 import os
 from dataclasses import dataclass, fields
 
 import torch
 
+from ..errors import WeightsMissing
 from .image_encoder import load_image_encoder
 from .keypoints import MotionExtractor
 from .motion import MotEncoder
@@ -21,8 +23,14 @@ from .unet import UNet, UNetConfig
 from .vae import load_vae
 from .weights import WeightsError, find_weights, load_exact, read_state_dict
 
-PERSONALIVE_FILES = ("denoising_unet", "reference_unet", "pose_guider", "motion_encoder",
-                     "motion_extractor", "temporal_module")
+PERSONALIVE_FILES = (
+    "denoising_unet",
+    "reference_unet",
+    "pose_guider",
+    "motion_encoder",
+    "motion_extractor",
+    "temporal_module",
+)
 IMAGE_ENCODER_DIRS = ("sd-image-variations-diffusers/image_encoder", "image_encoder")
 VAE_DIRS = ("sd-vae-ft-mse", "vae")
 BASE_UNET_DIR = "sd-image-variations-diffusers/unet"
@@ -33,6 +41,7 @@ OPTIONAL_BUFFERS = ("pos_encoder.pe", "idx_tensor")
 @dataclass
 class Layout:
     """Where each component's weights are (None: not found)."""
+
     personalive: dict
     image_encoder: str
     vae: str
@@ -46,8 +55,8 @@ def _roots(root):
 def find_layout(root):
     root = os.path.abspath(root)
     if not os.path.isdir(root):
-        raise WeightsError(f"weights folder not found: {root}")
-    files = {name: None for name in PERSONALIVE_FILES}
+        raise WeightsMissing(f"weights folder not found: {root}")
+    files = dict.fromkeys(PERSONALIVE_FILES)
     for r in _roots(root):
         for folder in (os.path.join(r, "personalive"), r):
             for name in files:
@@ -61,19 +70,25 @@ def find_layout(root):
         return None
 
     base = first_dir([BASE_UNET_DIR])
-    return Layout(files, first_dir(IMAGE_ENCODER_DIRS), first_dir(VAE_DIRS),
-                  base and find_weights(base, "diffusion_pytorch_model"))
+    return Layout(
+        files,
+        first_dir(IMAGE_ENCODER_DIRS),
+        first_dir(VAE_DIRS),
+        base and find_weights(base, "diffusion_pytorch_model"),
+    )
 
 
 def expected_listing(root):
     names = ",".join(PERSONALIVE_FILES)
-    return (f"expected under {root}: personalive/{{{names}}}.pth (or .safetensors), "
-            "sd-image-variations-diffusers/image_encoder/, sd-vae-ft-mse/")
+    return (
+        f"expected under {root}: personalive/{{{names}}}.pth (or .safetensors), "
+        "sd-image-variations-diffusers/image_encoder/, sd-vae-ft-mse/"
+    )
 
 
 def _require(path, what, root):
     if path is None:
-        raise WeightsError(f"missing {what}; {expected_listing(root)}")
+        raise WeightsMissing(f"missing {what}; {expected_listing(root)}")
     return path
 
 
@@ -133,19 +148,22 @@ def build_personalive_networks(files, base_unet=None):
     from both denoiser files (as the official code initialises from it)."""
     missing = [n for n in PERSONALIVE_FILES if not files.get(n)]
     if missing:
-        raise WeightsError(f"missing {', '.join(f'{n}.pth' for n in missing)}")
+        raise WeightsMissing(f"missing {', '.join(f'{n}.pth' for n in missing)}")
     networks = dict(
         # one call: its state dict (6.7 GB at the published size) is freed before the next file is read
-        denoising_unet=build_denoising_unet(*denoising_state_dict(Layout(dict(files), None, None, base_unet)),
-                                            base_unet),
+        denoising_unet=build_denoising_unet(
+            *denoising_state_dict(Layout(dict(files), None, None, base_unet)), base_unet
+        ),
         reference_unet=build_reference_unet(read_state_dict(files["reference_unet"]), files["reference_unet"]),
         pose_guider=_build(PoseGuider, files["pose_guider"]),
         motion_encoder=_build(MotEncoder, files["motion_encoder"]),
         motion_extractor=_build(MotionExtractor, files["motion_extractor"]),
     )
     if networks["denoising_unet"].config.cross_attention_dim != networks["reference_unet"].config.cross_attention_dim:
-        raise WeightsError(f"{files['denoising_unet']} and {files['reference_unet']} have different "
-                           "cross-attention widths; they are not from the same PersonaLive release")
+        raise WeightsError(
+            f"{files['denoising_unet']} and {files['reference_unet']} have different "
+            "cross-attention widths; they are not from the same PersonaLive release"
+        )
     return networks
 
 

@@ -8,6 +8,7 @@ plus a fixed sin/cos table. Parameter names follow the published `motion_encoder
 Fixed sizes (independent of the width parameters): 224x224 crops, the 28x28 token grid of every
 spatial transformer, `model.fc` 784 -> 512 and the 32 x 16 motion tokens.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,7 +52,8 @@ class ConvBlock(nn.Module):
         self.downsample = None
         if cin != cout:
             self.downsample = nn.Sequential(
-                nn.BatchNorm2d(cin, eps=1e-4), nn.ReLU(True), nn.Conv2d(cin, cout, 1, bias=False))
+                nn.BatchNorm2d(cin, eps=1e-4), nn.ReLU(True), nn.Conv2d(cin, cout, 1, bias=False)
+            )
 
     def forward(self, x):
         o1 = self.conv1(F.relu(self.bn1(x)))
@@ -111,7 +113,7 @@ class SpatialTransformer(nn.Module):
         self.patch = patch
         self.norm = nn.GroupNorm(32, ch, eps=1e-6)
         self.transformer_blocks = nn.ModuleList([SequenceTransformerBlock(dim, heads, 1)])
-        self.proj_out = nn.Linear(dim // patch ** 2, ch)
+        self.proj_out = nn.Linear(dim // patch**2, ch)
         self.pos_embed = PatchEmbed(ch, dim, patch, GRID)
 
     def forward(self, x):
@@ -148,12 +150,12 @@ class FAN(nn.Module):
         self.att_3 = SpatialTransformer(w4, 2, attn_dim, heads)
 
     def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))                       # 112²
+        x = F.relu(self.bn1(self.conv1(x)))  # 112²
         x = self.att_1(self.conv2(x))
         x = self.att_2(self.conv4(self.conv3(F.max_pool2d(x, 2))))  # 56²
         x = self.bn_end0(self.conv_last0(self.top_m_0(self.m0(x))))
         x = self.l0(F.relu(self.att_3(x)))
-        x = self.conv6(F.relu(self.bn5(x)))                        # (N, 1, 28, 28)
+        x = self.conv6(F.relu(self.bn5(x)))  # (N, 1, 28, 28)
         return self.fc(F.relu(x.flatten(1)))
 
 

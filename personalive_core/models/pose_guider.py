@@ -1,4 +1,7 @@
 """PoseGuider: encodes the rendered keypoint image into features added after the UNet's conv_in."""
+
+from itertools import pairwise
+
 import torch.nn.functional as F
 from torch import nn
 
@@ -8,7 +11,7 @@ class PoseGuider(nn.Module):
         super().__init__()
         self.conv_in = nn.Conv2d(3, widths[0], 3, padding=1)
         blocks = []
-        for cin, cout in zip(widths[:-1], widths[1:]):
+        for cin, cout in pairwise(widths):
             blocks += [nn.Conv2d(cin, cin, 3, padding=1), nn.Conv2d(cin, cout, 3, padding=1, stride=2)]
         self.blocks = nn.ModuleList(blocks)
         self.conv_out_modify = nn.Conv2d(widths[-1], out_channels, 3, padding=1)

@@ -12,6 +12,7 @@ resize (as the official offline script does with `.convert("RGB")`), whereas
 images resize with NEAREST) and converts to RGB afterwards; and float images that are not 8-bit
 quantised (e.g. generated in-graph) get rounded to 8 bits.
 """
+
 import numpy as np
 import torch
 from PIL import Image

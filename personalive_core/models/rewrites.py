@@ -6,6 +6,7 @@ path to float rounding. fp8 linear layers change the maths (3 mantissa bits): op
 Compilation lives with the chunk step (`streaming/compiled.py`); process-wide settings (cuDNN
 autotuning, the attention kernel, memory reuse) in `runtime.py`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -28,8 +29,12 @@ FP8_MAX = 448.0  # largest finite float8_e4m3fn
 def fp8_supported(device):
     """fp8 matrix products (torch._scaled_mm) need a Hopper-class GPU (sm_90+) and a torch with float8."""
     device = torch.device(device)
-    return (FP8 is not None and hasattr(torch, "_scaled_mm") and device.type == "cuda"
-            and torch.cuda.get_device_capability(device) >= (9, 0))
+    return (
+        FP8 is not None
+        and hasattr(torch, "_scaled_mm")
+        and device.type == "cuda"
+        and torch.cuda.get_device_capability(device) >= (9, 0)
+    )
 
 
 def to_fp8(x):
@@ -57,12 +62,20 @@ class Fp8Linear(torch.nn.Module):
         rows = x.reshape(-1, self.in_features)
         a, a_scale = to_fp8(rows)
         if x.device.type == "cuda":
-            out = torch._scaled_mm(a, self.weight_fp8.t(), scale_a=a_scale, scale_b=self.weight_scale,
-                                   bias=None if self.bias is None else self.bias.to(self.out_dtype),
-                                   out_dtype=self.out_dtype)
+            out = torch._scaled_mm(
+                a,
+                self.weight_fp8.t(),
+                scale_a=a_scale,
+                scale_b=self.weight_scale,
+                bias=None if self.bias is None else self.bias.to(self.out_dtype),
+                out_dtype=self.out_dtype,
+            )
         else:
-            out = torch.nn.functional.linear(a.float() * a_scale, self.weight_fp8.float() * self.weight_scale,
-                                             None if self.bias is None else self.bias.float()).to(self.out_dtype)
+            out = torch.nn.functional.linear(
+                a.float() * a_scale,
+                self.weight_fp8.float() * self.weight_scale,
+                None if self.bias is None else self.bias.float(),
+            ).to(self.out_dtype)
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
@@ -76,8 +89,7 @@ def linears_to_fp8(module, force=False):
     count = 0
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if (isinstance(child, torch.nn.Linear) and child.in_features % 16 == 0
-                    and child.out_features % 16 == 0):
+            if isinstance(child, torch.nn.Linear) and child.in_features % 16 == 0 and child.out_features % 16 == 0:
                 setattr(parent, name, Fp8Linear(child))
                 count += 1
     return count
@@ -113,7 +125,9 @@ def linear_through_onednn(module):
     return module
 
 
-def apply_rewrites(modules: Iterable[torch.nn.Module], speed: SpeedOptions, fp8: Iterable[torch.nn.Module] = ()) -> None:
+def apply_rewrites(
+    modules: Iterable[torch.nn.Module], speed: SpeedOptions, fp8: Iterable[torch.nn.Module] = ()
+) -> None:
     """The rewrites `speed` (resolved: no option left on auto) asks for, on `modules` in place; fp8 goes to
     the modules of `fp8` only (the denoising UNet), where the GPU supports it (sm_90+; elsewhere nothing)."""
     for module in modules:

@@ -3,7 +3,7 @@
 A fast, lower-quality stand-in for the SD VAE decoder (about 1 % of its work): previews and
 speed runs. It decodes the latents the UNet works on (SD latents already multiplied by 0.18215)
 straight to images in [0, 1], so `decode(taesd, latents)` has the interface of
-`personalive_core.vae.decode` and `personalive_core.session.decode` accepts either decoder.
+`models/vae.py decode` and `streaming/session.py decode` accept either decoder.
 The reference is still encoded by the SD VAE.
 
 Accepted weight layouts (only the SD-1.x TAESD fits: 4 latent channels):
@@ -14,6 +14,7 @@ Accepted weight layouts (only the SD-1.x TAESD fits: 4 latent channels):
 - diffusers' AutoencoderTiny (madebyollin/taesd on the Hub, `diffusion_pytorch_model.*`):
   "decoder.layers.N.*" is "N+1.*" here ("encoder.*" ignored).
 """
+
 from pathlib import Path
 
 import torch
@@ -22,10 +23,16 @@ from torch import nn
 from .weights import WeightsError, load_strict, read_state_dict
 
 LATENT_CHANNELS = 4
-FILE_NAMES = ("taesd_decoder.safetensors", "taesd_decoder.pth",
-              "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-EXPECTED = ("the SD-1.x TAESD decoder (taesd_decoder.pth or .safetensors from madebyollin/taesd, "
-            "ComfyUI's combined taesd file, or the diffusers AutoencoderTiny folder)")
+FILE_NAMES = (
+    "taesd_decoder.safetensors",
+    "taesd_decoder.pth",
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+)
+EXPECTED = (
+    "the SD-1.x TAESD decoder (taesd_decoder.pth or .safetensors from madebyollin/taesd, "
+    "ComfyUI's combined taesd file, or the diffusers AutoencoderTiny folder)"
+)
 IGNORED_PREFIXES = ("taesd_encoder.", "encoder.")
 IGNORED_KEYS = ("vae_scale", "vae_shift")
 
@@ -58,8 +65,13 @@ class TAESDDecoder(nn.Sequential):
     def __init__(self, latent_channels=LATENT_CHANNELS):
         layers = [Clamp(), conv(latent_channels, 64), nn.ReLU()]
         for _ in range(3):
-            layers += [Block(64, 64), Block(64, 64), Block(64, 64), nn.Upsample(scale_factor=2),
-                       conv(64, 64, bias=False)]
+            layers += [
+                Block(64, 64),
+                Block(64, 64),
+                Block(64, 64),
+                nn.Upsample(scale_factor=2),
+                conv(64, 64, bias=False),
+            ]
         layers += [Block(64, 64), conv(64, 3)]
         super().__init__(*layers)
 
@@ -80,27 +92,34 @@ def decode(taesd, latents):
 
 
 def _diffusers_key(key):
-    index, _, rest = key[len("decoder.layers."):].partition(".")
+    index, _, rest = key[len("decoder.layers.") :].partition(".")
     return f"{int(index) + 1}.{rest}"
 
 
 def normalize_state_dict(sd, file):
     """Any accepted layout → the published decoder's keys."""
     if any(k.startswith("taesd_decoder.") for k in sd):
-        sd = {k.removeprefix("taesd_decoder."): v for k, v in sd.items()
-              if not (k.startswith(IGNORED_PREFIXES) or k in IGNORED_KEYS)}
+        sd = {
+            k.removeprefix("taesd_decoder."): v
+            for k, v in sd.items()
+            if not (k.startswith(IGNORED_PREFIXES) or k in IGNORED_KEYS)
+        }
     elif any(k.startswith("decoder.layers.") for k in sd):
         stray = [k for k in sd if not k.startswith(("decoder.layers.",) + IGNORED_PREFIXES)]
         if stray:
-            raise WeightsError(f"{file}: unexpected keys beside an AutoencoderTiny decoder: "
-                               f"{', '.join(sorted(stray)[:5])}; expected {EXPECTED}")
+            raise WeightsError(
+                f"{file}: unexpected keys beside an AutoencoderTiny decoder: "
+                f"{', '.join(sorted(stray)[:5])}; expected {EXPECTED}"
+            )
         sd = {_diffusers_key(k): v for k, v in sd.items() if k.startswith("decoder.layers.")}
     elif "0.weight" in sd and "1.weight" not in sd:
         raise WeightsError(f"{file} looks like the TAESD encoder (taesd_encoder.*); expected {EXPECTED}")
     first = sd.get("1.weight")
     if first is not None and first.ndim == 4 and first.shape[1] != LATENT_CHANNELS:
-        raise WeightsError(f"{file}: a TAESD decoder for {first.shape[1]}-channel latents (TAESD3/TAEF1?); "
-                           f"PersonaLive's latents have {LATENT_CHANNELS} channels. Expected {EXPECTED}")
+        raise WeightsError(
+            f"{file}: a TAESD decoder for {first.shape[1]}-channel latents (TAESD3/TAEF1?); "
+            f"PersonaLive's latents have {LATENT_CHANNELS} channels. Expected {EXPECTED}"
+        )
     return sd
 
 
@@ -125,4 +144,3 @@ def load_taesd(path, device="cpu", dtype=torch.float32):
         model = TAESDDecoder()
     load_strict(model, sd, file, EXPECTED)
     return model.to(device=device, dtype=dtype).eval()
-

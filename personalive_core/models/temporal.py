@@ -7,6 +7,7 @@ Both are AnimateDiff-style blocks that sit after every resnet/attention pair:
   sinusoidal frame-position table.
 Their output is added to the input (the block is residual as a whole).
 """
+
 from torch import nn
 
 from .attention import SequenceTransformerBlock
@@ -21,8 +22,7 @@ class FrameTransformer(nn.Module):
         super().__init__()
         self.norm = nn.GroupNorm(32, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, channels)
-        self.transformer_blocks = nn.ModuleList(
-            [SequenceTransformerBlock(channels, HEADS, 2, context_dim, pos_len)])
+        self.transformer_blocks = nn.ModuleList([SequenceTransformerBlock(channels, HEADS, 2, context_dim, pos_len)])
         self.proj_out = nn.Linear(channels, channels)
 
     def tokens_in(self, x):

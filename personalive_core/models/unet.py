@@ -11,6 +11,7 @@ Key names are those of diffusers' UNet2DConditionModel / PersonaLive's UNet3DCon
 the published state dicts load as they are. Widths and depths are read off the weights
 (`UNetConfig.from_state_dict`), so smaller models of the same design load the same way.
 """
+
 import math
 import re
 from dataclasses import dataclass
@@ -53,8 +54,11 @@ class UNetConfig:
         motion = next((k for k in sd if ".motion_modules." in k and k.endswith("attention_blocks.0.to_k.weight")), None)
         temporal = any(".temporal_modules." in k for k in sd)
         return cls(
-            block_out_channels=widths, layers_per_block=layers, attention_blocks=attn,
-            cross_attention_dim=cross, in_channels=shape("conv_in.weight")[1],
+            block_out_channels=widths,
+            layers_per_block=layers,
+            attention_blocks=attn,
+            cross_attention_dim=cross,
+            in_channels=shape("conv_in.weight")[1],
             out_channels=shape("conv_out.weight")[0] if "conv_out.weight" in sd else 0,
             linear_projection=len(shape(proj)) == 2,
             motion_dim=shape(motion)[1] if motion else 0,
@@ -119,7 +123,7 @@ class Upsample(nn.Module):
 
 class TransformerBlock(nn.Module):
     """Self-attention (extended by reference tokens), cross-attention to the CLIP image embedding,
-    feed-forward. `reference` is set by personalive_core.reference: it records the normalised
+    feed-forward. `reference` is set by streaming/reference.py: it records the normalised
     tokens (reference UNet) or supplies extra keys/values (denoising UNet)."""
 
     def __init__(self, dim, cross_dim):
@@ -178,7 +182,8 @@ class Stage(nn.Module):
         n = len(resnet_io)
         if with_attention:
             self.attentions = nn.ModuleList(
-                SpatialTransformer(channels, cfg.cross_attention_dim, cfg.linear_projection) for _ in range(n))
+                SpatialTransformer(channels, cfg.cross_attention_dim, cfg.linear_projection) for _ in range(n)
+            )
         if cfg.motion_dim:
             self.motion_modules = nn.ModuleList(MotionModule(channels, cfg.motion_dim) for _ in range(n))
         if cfg.temporal_pos_len:
@@ -220,8 +225,7 @@ class UNet(nn.Module):
         for i, c in enumerate(ch):
             io = [(cin if j == 0 else c, c) for j in range(cfg.layers_per_block)]
             last = i == len(ch) - 1
-            self.down_blocks.append(
-                Stage(cfg, io, c, emb_dim, cfg.attention_blocks[i], None if last else "down"))
+            self.down_blocks.append(Stage(cfg, io, c, emb_dim, cfg.attention_blocks[i], None if last else "down"))
             cin = c
         self.mid_block = MidStage(cfg, ch[-1], emb_dim)
         self.up_blocks = nn.ModuleList()

@@ -9,6 +9,7 @@ diffusers is imported where a VAE is built, not with this module: the ComfyUI no
 only this module's constants, and a host's Python need not have diffusers (requirements.txt vs
 requirements-cli.txt).
 """
+
 from pathlib import Path
 
 import torch
@@ -17,8 +18,10 @@ from .weights import first_existing, load_strict, read_json, read_state_dict
 
 SCALE = 0.18215  # the literal the official code uses (not vae.config.scaling_factor)
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-EXPECTED = ("an SD AutoencoderKL in the diffusers layout (sd-vae-ft-mse/"
-            "diffusion_pytorch_model.{safetensors,bin}) or the LDM layout (vae-ft-mse-840000-ema-pruned)")
+EXPECTED = (
+    "an SD AutoencoderKL in the diffusers layout (sd-vae-ft-mse/"
+    "diffusion_pytorch_model.{safetensors,bin}) or the LDM layout (vae-ft-mse-840000-ema-pruned)"
+)
 DEPRECATED_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 LDM_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 
@@ -27,13 +30,15 @@ def autoencoder_kl():
     try:
         from diffusers import AutoencoderKL
     except ImportError as e:
-        raise ImportError(f"the core's own VAE needs diffusers ({e}): pip install -r requirements-cli.txt "
-                          "(the ComfyUI nodes use the host's VAE and do not need it)") from e
+        raise ImportError(
+            f"the core's own VAE needs diffusers ({e}): pip install -r requirements-cli.txt "
+            "(the ComfyUI nodes use the host's VAE and do not need it)"
+        ) from e
     return AutoencoderKL
 
 
 def _block_indices(sd, prefix):
-    return {int(k[len(prefix):].split(".")[0]) for k in sd if k.startswith(prefix)}
+    return {int(k[len(prefix) :].split(".")[0]) for k in sd if k.startswith(prefix)}
 
 
 def infer_config(sd, file):
@@ -53,14 +58,19 @@ def infer_config(sd, file):
     except KeyError as e:
         raise ValueError(f"{file}: missing {e.args[0]}; expected {EXPECTED}") from None
     if any(c % 32 for c in channels):
-        raise ValueError(f"{file}: block_out_channels {channels} are not multiples of 32, so "
-                         "norm_num_groups cannot be inferred; put the model's config.json beside it")
-    return {**cfg, "norm_num_groups": 32,
-            "down_block_types": ["DownEncoderBlock2D"] * n_blocks,
-            "up_block_types": ["UpDecoderBlock2D"] * n_blocks,
-            "use_quant_conv": "quant_conv.weight" in sd,
-            "use_post_quant_conv": "post_quant_conv.weight" in sd,
-            "mid_block_add_attention": "encoder.mid_block.attentions.0.to_q.weight" in sd}
+        raise ValueError(
+            f"{file}: block_out_channels {channels} are not multiples of 32, so "
+            "norm_num_groups cannot be inferred; put the model's config.json beside it"
+        )
+    return {
+        **cfg,
+        "norm_num_groups": 32,
+        "down_block_types": ["DownEncoderBlock2D"] * n_blocks,
+        "up_block_types": ["UpDecoderBlock2D"] * n_blocks,
+        "use_quant_conv": "quant_conv.weight" in sd,
+        "use_post_quant_conv": "post_quant_conv.weight" in sd,
+        "mid_block_add_attention": "encoder.mid_block.attentions.0.to_q.weight" in sd,
+    }
 
 
 def _rename_deprecated_attention(sd):
@@ -77,16 +87,20 @@ def _rename_deprecated_attention(sd):
 def _convert_ldm(sd, file):
     stray = [k for k in sd if not k.startswith(LDM_PREFIXES)]
     if stray:
-        raise ValueError(f"{file}: LDM VAE file holds non-VAE keys (e.g. {', '.join(sorted(stray)[:5])}); "
-                         f"expected {EXPECTED}")
+        raise ValueError(
+            f"{file}: LDM VAE file holds non-VAE keys (e.g. {', '.join(sorted(stray)[:5])}); expected {EXPECTED}"
+        )
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
     n_blocks = len(_block_indices(sd, "encoder.down."))
     # the helper only reads how many blocks there are from the config
-    converted = convert_ldm_vae_checkpoint(sd, {"down_block_types": [None] * n_blocks,
-                                                "up_block_types": [None] * n_blocks})
+    converted = convert_ldm_vae_checkpoint(
+        sd, {"down_block_types": [None] * n_blocks, "up_block_types": [None] * n_blocks}
+    )
     if len(converted) != len(sd):
-        raise ValueError(f"{file}: {len(sd) - len(converted)} LDM tensors have no diffusers "
-                         f"counterpart; expected {EXPECTED}")
+        raise ValueError(
+            f"{file}: {len(sd) - len(converted)} LDM tensors have no diffusers counterpart; expected {EXPECTED}"
+        )
     return converted
 
 
@@ -123,4 +137,3 @@ def decode(vae, latents):
     # `1 / SCALE * x` as the official code writes it: in fp32 `x / SCALE` differs in the last bit
     images = vae.decode(1 / SCALE * latents.to(vae.device, vae.dtype)).sample
     return (images.permute(0, 2, 3, 1) / 2 + 0.5).clamp(0, 1)
-

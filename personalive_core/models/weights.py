@@ -1,38 +1,64 @@
-"""Reading published checkpoints safely and checking that they cover a module exactly.
+"""Reading published checkpoints safely and checking that they cover a module.
 
 The official code loads three of its six files with `strict=False`, which silently leaves random
-weights behind a renamed or truncated checkpoint. Here every component must match its module key
-for key and shape; anything else stops with the file name and the offending keys.
+weights behind a renamed or truncated checkpoint. Here every key of a module must be in its file
+with the right shape; a missing or mis-shaped key stops the load with the file name and the keys.
+Keys the module does not have are ignored with a `WeightsWarning` listing them, and so are the two
+common wrappings of a training checkpoint: `{"state_dict": ...}` and a `module.` prefix on every key
+(DataParallel).
 """
+
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from ..errors import WeightsError
+from ..errors import WeightsError, WeightsMissing, WeightsWarning
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+WRAPPER_KEY = "state_dict"  # a training checkpoint: {"state_dict": {...}, "epoch": ..., ...}
+PARALLEL_PREFIX = "module."  # torch.nn.DataParallel / DistributedDataParallel
+
+
+def note(message, kind):
+    """A WeightsWarning: shown by the command line and the host's log, listed by check-weights."""
+    warnings.warn(WeightsWarning(message, kind), stacklevel=3)
 
 
 def read_state_dict(path):
-    """Tensors of a .safetensors or a pickled state dict (tensors only, `weights_only=True`)."""
+    """Tensors of a .safetensors or a pickled state dict (tensors only, `weights_only=True`), unwrapped
+    from `{"state_dict": ...}` and stripped of a `module.` prefix on every key (each with a note)."""
     path = str(path)
     if not os.path.isfile(path):
-        raise WeightsError(f"weights file not found: {path}")
+        raise WeightsMissing(f"weights file not found: {path}")
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
+
             sd = load_file(path)
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # corrupt file, or a pickle holding more than tensors
         raise WeightsError(f"cannot read weights from {path}: {e}") from e
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
+    if isinstance(sd, dict) and isinstance(sd.get(WRAPPER_KEY), dict):
+        others = sorted(k for k in sd if k != WRAPPER_KEY)
+        sd = sd[WRAPPER_KEY]
+        note(
+            f"{path}: the tensors were wrapped in {{'{WRAPPER_KEY}': ...}}"
+            + (f" beside {_listing(others)} (ignored)" if others else "")
+            + "; unwrapped",
+            "wrapper unwrapped",
+        )
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise WeightsError(f"{path} does not hold a state dict of tensors")
+    if sd and all(k.startswith(PARALLEL_PREFIX) for k in sd):
+        sd = {k[len(PARALLEL_PREFIX) :]: v for k, v in sd.items()}
+        note(
+            f"{path}: every key started with '{PARALLEL_PREFIX}' (saved from DataParallel); prefix stripped",
+            "prefix stripped",
+        )
     return sd
 
 
@@ -62,20 +88,32 @@ def coverage(module, sd, optional=()):
 
 
 def load_exact(module, sd, source, optional=()):
-    """Copy `sd` into `module`, failing with a clear message unless it covers it exactly."""
+    """Copy `sd` into `module`: every key of the module must be there with its shape, else WeightsError
+    naming the file and the keys; keys the module does not have are left out with a WeightsWarning."""
     missing, unexpected, wrong = coverage(module, sd, optional)
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
     if wrong:
         own = module.state_dict()
         shown = [f"{k} {tuple(sd[k].shape)} vs expected {tuple(own[k].shape)}" for k in sorted(wrong)[:4]]
         problems.append(f"{len(wrong)} keys of the wrong shape: " + "; ".join(shown))
     if problems:
-        raise WeightsError(f"{source} does not fit the {type(module).__name__}: " + "; ".join(problems)
-                           + ". Is this the right file (see `python -m personalive_core check-weights`)?")
+        if unexpected:  # beside missing keys, often the same keys under another name
+            problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
+        raise WeightsError(
+            f"{source} does not fit the {type(module).__name__}: "
+            + "; ".join(problems)
+            + ". Is this the right file (see `python -m personalive_core check-weights`)?"
+        )
+    if unexpected:
+        n = len(unexpected)
+        note(
+            f"{source}: {n} key{'s' if n > 1 else ''} the {type(module).__name__} does not have "
+            f"{'were' if n > 1 else 'was'} ignored: {_listing(unexpected)}",
+            "extra keys ignored",
+        )
+        sd = {k: v for k, v in sd.items() if k not in unexpected}
     # assign=True: modules built on the meta device take the loaded tensors as they are
     module.load_state_dict(sd, strict=False, assign=any(t.is_meta for t in module.state_dict().values()))
     return module
@@ -95,12 +133,11 @@ def read_json(path):
 
 
 def first_existing(directory, names, expected):
-    """The first of `names` inside `directory`; ValueError saying what was expected otherwise."""
+    """The first of `names` inside `directory`; WeightsMissing saying what was expected otherwise."""
     for name in names:
         if (Path(directory) / name).is_file():
             return Path(directory) / name
-    raise ValueError(f"{directory}: no weight file found; expected one of {', '.join(names)} "
-                     f"({expected})")
+    raise WeightsMissing(f"{directory}: no weight file found; expected one of {', '.join(names)} ({expected})")
 
 
 def save_state_dict(state_dict, path):
@@ -112,6 +149,7 @@ def save_state_dict(state_dict, path):
     tmp = path.with_name(path.name + ".tmp")
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
+
         save_file(state_dict, str(tmp), metadata={"format": "pt"})  # transformers 4.36 requires it
     else:
         torch.save(state_dict, tmp)

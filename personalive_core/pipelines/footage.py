@@ -15,12 +15,14 @@ read a second time in step with the output (only their crop boxes wait for it). 
 the whole way from a driving source to a written file (the Render Video node), `render_video` the
 same from a reference picture and a driving path (the `render` command and batch jobs).
 """
+
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -29,6 +31,7 @@ from ..config import StreamConfig
 from ..errors import InputError
 from ..media import face_crop as fc
 from ..media.driving import DrivingSource
+from ..media.face_crop import CropInfo
 from ..media.face_track import FaceTracker
 from ..media.images import load_image
 from ..media.output import Output
@@ -36,33 +39,45 @@ from ..media.paste_back import paste_back
 from ..media.video_io import square
 from ..models.loader import PersonaLiveModels
 from ..streaming.render import chunks_needed, render_stream
-from ..streaming.session import WARMUP
+from ..streaming.hybrid_motion import WARMUP
+from ..streaming.reference import Reference
 from .reference import encode_reference, prepare_reference
 
 MISSING_SHOWN = 10  # frame indices kept for the report; the count is exact
+Frame = np.ndarray  # (H, W, 3): uint8, or float32 in [0, 1]
+Log = Callable[[str], None]
+Decoder = Callable[[Any], Any]  # scaled latents (4, 4, h, w) → frames (4, H, W, 3) in [0, 1]
 
 
 class Reframer:
     """Between the footage and the stream, as `config.framing` says (crop, paste_into, crop_scale,
     feather) at `config.size`."""
 
-    def __init__(self, config: StreamConfig | None = None, detector="auto", log=None, **tracker_kw):
+    def __init__(
+        self, config: StreamConfig | None = None, detector: str = "auto", log: Log | None = None, **tracker_kw: Any
+    ) -> None:
         config = config or StreamConfig()
         framing = config.framing
-        self.size, self.crop, self.paste_into, self.feather = config.size, framing.crop, framing.paste_into, \
-            framing.feather
+        self.size, self.crop, self.paste_into, self.feather = (
+            config.size,
+            framing.crop,
+            framing.paste_into,
+            framing.feather,
+        )
         self.scale, self.detector, self.tracker_kw = framing.crop_scale, detector, tracker_kw
         self.log = log or (lambda msg: None)
-        self.reference_found = None  # True/False after `reference()` with crop "auto"
-        self.reference_original = self.reference_info = None
-        self.pending = deque()  # (original driving frame or None, CropInfo) awaiting their output
-        self.originals = self.current = None  # a second read of the driving frames, for paste-back
+        self.reference_found: bool | None = None  # after `reference()` with crop "auto"
+        self.reference_original: Frame | None = None
+        self.reference_info: CropInfo | None = None
+        self.pending: deque[tuple[Frame | None, CropInfo]] = deque()  # driving crops awaiting their output
+        self.originals: Iterator[Frame] | None = None  # a second read of the driving frames, for paste-back
+        self.current: Frame | None = None
         self.frames = 0  # driving frames read
         self.missing = 0
-        self.missing_first = []
+        self.missing_first: list[int] = []
 
     # -- inputs ----------------------------------------------------------------------------------
-    def reference(self, image):
+    def reference(self, image: Image.Image) -> Image.Image:
         """PIL RGB → the PIL image to encode as the reference."""
         if self.crop == "center":
             return image
@@ -77,29 +92,35 @@ class Reframer:
             self.reference_original = arr
         return Image.fromarray(patch)
 
-    def set_reference_crop(self, original, info):
+    def set_reference_crop(self, original: Frame, info: CropInfo) -> None:
         """For `paste_into="reference"` when the reference was cropped elsewhere: the original
         picture (uint8 or float (H, W, 3)) and the CropInfo of its crop."""
         if tuple(info.image_hw) != tuple(original.shape[:2]):
-            raise InputError(f"the reference crop is for a {info.image_hw[1]}x{info.image_hw[0]} picture, the original "
-                             f"reference is {original.shape[1]}x{original.shape[0]}")
+            raise InputError(
+                f"the reference crop is for a {info.image_hw[1]}x{info.image_hw[0]} picture, the original "
+                f"reference is {original.shape[1]}x{original.shape[0]}"
+            )
         self.reference_original, self.reference_info = original, info
 
-    def driving(self, frames, originals=None):
+    def driving(self, frames: Iterable[Frame], originals: Iterable[Frame] | None = None) -> Iterator[Frame]:
         """Iterable of uint8 (H, W, 3) original frames → uint8 (size, size, 3) model frames.
 
         originals: the same frames once more (e.g. `DrivingSource.again()`), for paste_into "driving":
         read in step with the output, so no original frame waits in memory for its output (which
         comes ~20 frames later: 2 GB of 8K frames). Without it those frames are held."""
         self.originals = iter(originals) if originals is not None and self.paste_into == "driving" else None
-        tracker = FaceTracker(scale=self.scale, detector=self.detector, **self.tracker_kw) \
-            if self.crop == "auto" else None
+        tracker = (
+            FaceTracker(scale=self.scale, detector=self.detector, **self.tracker_kw) if self.crop == "auto" else None
+        )
         for frame in frames:
             i = self.frames
             self.frames += 1
             if tracker is None:
-                yield frame if frame.shape[:2] == (self.size, self.size) else \
-                    np.asarray(square(Image.fromarray(frame), self.size))
+                yield (
+                    frame
+                    if frame.shape[:2] == (self.size, self.size)
+                    else np.asarray(square(Image.fromarray(frame), self.size))
+                )
                 continue
             box = tracker.update(frame)
             if not tracker.found:
@@ -112,14 +133,16 @@ class Reframer:
             yield patch
 
     # -- output ----------------------------------------------------------------------------------
-    def check(self):
+    def check(self) -> None:
         """InputError when pasting into the reference without knowing where its face crop came from."""
         if self.paste_into == "reference" and self.reference_info is None:
-            raise InputError("paste_into 'reference' needs the reference picture's face crop: use crop 'auto' "
-                             "(the reference is cropped with the driving frames), or give the crop of the "
-                             "reference picture (Render Video: 'reference_crop' and 'reference_image')")
+            raise InputError(
+                "paste_into 'reference' needs the reference picture's face crop: use crop 'auto' "
+                "(the reference is cropped with the driving frames), or give the crop of the "
+                "reference picture (Render Video: 'reference_crop' and 'reference_image')"
+            )
 
-    def output(self, frame, warmup=False):
+    def output(self, frame: Frame, warmup: bool = False) -> Frame:
         """A generated float frame (size, size, 3) in [0, 1] → the frame to write: float (unchanged)
         or uint8 (pasted into the original). Call once per stream output, in order; warm-up
         frames (no driving frame of their own) are pasted into the first driving frame."""
@@ -127,18 +150,20 @@ class Reframer:
             return frame
         if self.paste_into == "reference":
             self.check()
-            return paste_back(frame, self.reference_original, self.reference_info, self.feather)
+            pasted: Frame = paste_back(frame, self.reference_original, self.reference_info, self.feather)
+            return pasted
         if not self.pending:
             raise RuntimeError("an output frame arrived before its driving frame")
         original, info = self.pending[0] if warmup else self.pending.popleft()
         if self.originals is not None:
             original = self._original(warmup)
-        return paste_back(frame, original, info, self.feather)
+        result: Frame = paste_back(frame, original, info, self.feather)
+        return result
 
-    def _original(self, warmup):
+    def _original(self, warmup: bool) -> Frame:
         """The original of the oldest pending frame from the second read (warm-up frames reuse the first)."""
         if self.current is None:
-            self.current = next(self.originals, None)
+            self.current = next(self.originals, None) if self.originals is not None else None
             if self.current is None:
                 raise RuntimeError("the second read of the driving frames ended early")
         original = self.current
@@ -146,16 +171,27 @@ class Reframer:
             self.current = None
         return original
 
-    def report(self):
+    def report(self) -> str | None:
         """One line about driving frames without a face, or None when every frame had one."""
         if self.crop != "auto" or not self.missing:
             return None
         shown = ", ".join(map(str, self.missing_first)) + (", …" if self.missing > len(self.missing_first) else "")
-        return (f"no face found in {self.missing} of {self.frames} driving frames (frames {shown}); "
-                "they reuse the last face box (the centred square before the first face)")
+        return (
+            f"no face found in {self.missing} of {self.frames} driving frames (frames {shown}); "
+            "they reuse the last face box (the centred square before the first face)"
+        )
 
 
-def render_footage(out, models, reference, source, reframer, config=None, on_chunk=None, decoder=None):
+def render_footage(
+    out: Output,
+    models: PersonaLiveModels,
+    reference: Reference,
+    source: Iterable[Frame],
+    reframer: Reframer,
+    config: StreamConfig | None = None,
+    on_chunk: Callable[[int, Any], None] | None = None,
+    decoder: Decoder | None = None,
+) -> None:
     """Render the driving frames of `source` (a DrivingSource or any iterable of uint8 frames) through
     `reframer` into `out` (a media.output.Output), frame by frame. `out` is closed at the end, also
     when the run stops early (an exception, an interrupt), so what was written stays playable.
@@ -190,10 +226,16 @@ class RenderResult:
     report: str | None
 
 
-def render_video(models: PersonaLiveModels, reference: str | Image.Image, driving: str | DrivingSource, out: str,
-                 config: StreamConfig | None = None, decoder: Callable | None = None,
-                 on_chunk: Callable[[int, int | None], None] | None = None,
-                 log: Callable[[str], None] | None = None) -> RenderResult:
+def render_video(
+    models: PersonaLiveModels,
+    reference: str | Image.Image,
+    driving: str | DrivingSource,
+    out: str,
+    config: StreamConfig | None = None,
+    decoder: Decoder | None = None,
+    on_chunk: Callable[[int, int | None], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RenderResult:
     """The main job: a reference portrait (a picture or its file) animated by a driving video (a path or a
     DrivingSource), written to `out` (.mp4 with the driving audio, .npy or a PNG folder) frame by frame,
     as `config` says (size, seed, framing, controls, keyframes). `on_chunk(done, total or None)` after every
@@ -210,7 +252,7 @@ def render_video(models: PersonaLiveModels, reference: str | Image.Image, drivin
     total = chunks_needed(config.max_frames) if config.max_frames else None
     t0 = time.perf_counter()
 
-    def progress(n, _frames):
+    def progress(n: int, _frames: Any) -> None:
         if on_chunk is not None:
             on_chunk(n, total)
 

@@ -7,6 +7,7 @@ A host VAE is any object with `encode(images)` (IMAGE (N, H, W, 3) in [0, 1] →
 function from the reference picture to its projected CLIP image embedding (1, D); `clip_pixels` gives
 it the official CLIPImageProcessor input when it can take pixels directly.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,7 +36,8 @@ ImageEmbedder = Callable[["Image.Image", torch.Tensor], torch.Tensor]  # (PIL pi
 
 def clip_pixels(picture: Image.Image) -> torch.Tensor:
     """The official CLIPImageProcessor input (1, 3, 224, 224) of a picture (transformers' exact arithmetic)."""
-    return _clip_pixels(picture)
+    pixels: torch.Tensor = _clip_pixels(picture)
+    return pixels
 
 
 def scaled_latents(vae: HostVAE, pixels: torch.Tensor) -> torch.Tensor:
@@ -52,12 +54,15 @@ def unscaled(latents: torch.Tensor) -> torch.Tensor:
 def host_decoder(vae: HostVAE, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """A decoder for the streaming pipelines from a host VAE: scaled latents (N, 4, s/8, s/8) → frames
     (N, s, s, 3) float32 in [0, 1]; InputError when the VAE decodes to another shape (not an SD 1.x VAE)."""
+
     def decode(latents: torch.Tensor) -> torch.Tensor:
         frames = vae.decode(unscaled(latents)).to(torch.float32)
         if tuple(frames.shape[1:]) != (size, size, 3):
-            raise InputError(f"vae: decoded frames of shape {tuple(frames.shape[1:])}, expected ({size}, {size}, 3); "
-                             f"{VAE_HINT}")
+            raise InputError(
+                f"vae: decoded frames of shape {tuple(frames.shape[1:])}, expected ({size}, {size}, 3); {VAE_HINT}"
+            )
         return frames
+
     return decode
 
 

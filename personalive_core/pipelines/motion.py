@@ -2,6 +2,7 @@
 ComfyUI nodes): driving frames → one MotionChunk per denoiser pass (the mirrored padding chunks that
 flush the window included), a preview of what the pose guider sees, and sampling over those chunks.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
@@ -37,14 +38,19 @@ class MotionTrack:
 
 
 @torch.no_grad()
-def extract_motion(models: PersonaLiveModels, picture: ReferencePicture, driving: Iterable[np.ndarray],
-                   config: StreamConfig | None = None) -> Iterator[tuple[Chunk, MotionChunk]]:
+def extract_motion(
+    models: PersonaLiveModels,
+    picture: ReferencePicture,
+    driving: Iterable[np.ndarray],
+    config: StreamConfig | None = None,
+) -> Iterator[tuple[Chunk, MotionChunk]]:
     """Yield (Chunk of driving frames, its MotionChunk on the CPU) per denoiser pass, the padding chunks
     included. Driving frames (uint8 (H, W, 3)) become squares as `config.framing` says (the centred
     square by default), at the picture's size; `config.controls` act on the motion."""
     config = (config or StreamConfig()).replace(size=picture.size)
-    motion = HybridMotion(models.motion_extractor, models.motion_encoder, motion_reference(models, picture),
-                          config.controls)
+    motion = HybridMotion(
+        models.motion_extractor, models.motion_encoder, motion_reference(models, picture), config.controls
+    )
     for chunk in driving_chunks(Reframer(config).driving(driving)):
         yield chunk, motion(to_model_frames(chunk.frames, models.device)).to("cpu")
 
@@ -52,10 +58,10 @@ def extract_motion(models: PersonaLiveModels, picture: ReferencePicture, driving
 def _draw_boxes(images: torch.Tensor, boxes: torch.Tensor, width: int = 2) -> torch.Tensor:
     """White box outlines on (N, 3, H, W) images in place; boxes (N, 4) [x1, y1, x2, y2] in pixels."""
     for img, (x1, y1, x2, y2) in zip(images, boxes.tolist()):
-        img[:, y1:y1 + width, x1:x2 + 1] = 1
-        img[:, max(y2 - width + 1, 0):y2 + 1, x1:x2 + 1] = 1
-        img[:, y1:y2 + 1, x1:x1 + width] = 1
-        img[:, y1:y2 + 1, max(x2 - width + 1, 0):x2 + 1] = 1
+        img[:, y1 : y1 + width, x1 : x2 + 1] = 1
+        img[:, max(y2 - width + 1, 0) : y2 + 1, x1 : x2 + 1] = 1
+        img[:, y1 : y2 + 1, x1 : x1 + width] = 1
+        img[:, y1 : y2 + 1, max(x2 - width + 1, 0) : x2 + 1] = 1
     return images
 
 
@@ -78,15 +84,21 @@ def motion_preview(motion: MotionChunk, chunk: Chunk, size: int, mode: str = "ke
 
 
 @torch.no_grad()
-def sample_motion(models: PersonaLiveModels, reference: Reference, track: MotionTrack,
-                  config: StreamConfig | None = None,
-                  before_chunk: Callable[[int], PersonaLiveModels] | None = None) -> Iterator[torch.Tensor]:
+def sample_motion(
+    models: PersonaLiveModels,
+    reference: Reference,
+    track: MotionTrack,
+    config: StreamConfig | None = None,
+    before_chunk: Callable[[int], PersonaLiveModels] | None = None,
+) -> Iterator[torch.Tensor]:
     """Stream an extracted MotionTrack: per denoiser pass, the finished latents (scaled) that belong in
     the result (empty for the chunks of warm-up or padding only). `before_chunk(k)` may hand over the
     models again before chunk k (a host that offloads between chunks)."""
     if len(track.chunks) != chunks_needed(track.frames):
-        raise InputError(f"motion: {len(track.chunks)} chunks for {track.frames} frames, expected "
-                         f"{chunks_needed(track.frames)}; extract the motion again")
+        raise InputError(
+            f"motion: {len(track.chunks)} chunks for {track.frames} frames, expected "
+            f"{chunks_needed(track.frames)}; extract the motion again"
+        )
     config = config or StreamConfig()
     session = StreamingSession(models, reference, config)
     for k, chunk in enumerate(track.chunks):

@@ -6,10 +6,12 @@ tensor (the nodes) goes through the same resize arithmetic (diffusers' VaeImageP
 the official pipeline), so the same picture gives the same reference everywhere. The encoders are the
 core's own (`models.image_encoder`, `models.vae`) or a host's (`host.py`).
 """
+
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from PIL import Image
@@ -46,16 +48,25 @@ class ReferencePicture:
         return picture_tensor(self.picture)
 
 
+def _extractor_dtype(models: PersonaLiveModels) -> torch.dtype:
+    """The motion extractor's compute dtype (its published LayerNorms stay fp32 whatever the cast)."""
+    return cast(torch.dtype, models.motion_extractor.dtype)
+
+
 def _as_picture(image: Image.Image | torch.Tensor, name: str) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[-1] < 3:
-        raise InputError(f"{name}: expected an IMAGE (batch, height, width, channels), got "
-                         f"{getattr(image, 'shape', type(image).__name__)}")
+        raise InputError(
+            f"{name}: expected an IMAGE (batch, height, width, channels), got "
+            f"{getattr(image, 'shape', type(image).__name__)}"
+        )
     if image.shape[0] != 1:
-        raise InputError(f"{name}: expected one image, got a batch of {image.shape[0]}; pick one with an "
-                         "'ImageFromBatch' node")
-    return tensor_to_pil(image[..., :3])
+        raise InputError(
+            f"{name}: expected one image, got a batch of {image.shape[0]}; pick one with an 'ImageFromBatch' node"
+        )
+    picture: Image.Image = tensor_to_pil(image[..., :3])
+    return picture
 
 
 def _center_square(picture: Image.Image) -> Image.Image:
@@ -65,8 +76,9 @@ def _center_square(picture: Image.Image) -> Image.Image:
     return picture.crop((left, top, left + side, top + side))
 
 
-def prepare_reference(image: Image.Image | torch.Tensor, size: int, resize: str = "stretch",
-                      name: str = "reference image") -> ReferencePicture:
+def prepare_reference(
+    image: Image.Image | torch.Tensor, size: int, resize: str = "stretch", name: str = "reference image"
+) -> ReferencePicture:
     """A picture (PIL, or a one-image IMAGE batch) → its ReferencePicture at generation size `size`.
     `resize`: "stretch" (the whole picture resized, as the official code does) or "center crop"."""
     if resize not in RESIZE_MODES:
@@ -81,8 +93,9 @@ def prepare_reference(image: Image.Image | torch.Tensor, size: int, resize: str 
 
 
 @torch.no_grad()
-def encode_reference(models: PersonaLiveModels, picture: ReferencePicture, embed: ImageEmbedder | None = None,
-                     vae: HostVAE | None = None) -> Reference:
+def encode_reference(
+    models: PersonaLiveModels, picture: ReferencePicture, embed: ImageEmbedder | None = None, vae: HostVAE | None = None
+) -> Reference:
     """Everything the stream needs from the reference, on the models' device: the CLIP context (the
     core's image encoder, or a host's `embed(picture, image)` → (1, D)), the VAE latents (the core's VAE,
     or a host `vae`) and the reference UNet's attention tokens."""
@@ -95,7 +108,7 @@ def encode_reference(models: PersonaLiveModels, picture: ReferencePicture, embed
         latents = encode_mean(models.vae, picture.pixels.to(device, dtype)).to(dtype)
     else:
         latents = scaled_latents(vae, picture.pixels).to(device, dtype)
-    cond = picture.cond.to(device, models.motion_extractor.dtype) / 2 + 0.5
+    cond = picture.cond.to(device, _extractor_dtype(models)) / 2 + 0.5
     tokens = record_tokens(models.reference_unet, latents, context)
     return Reference(picture.pixels[0].to(device, dtype), cond, context, latents, tokens)
 
@@ -104,5 +117,5 @@ def motion_reference(models: PersonaLiveModels, picture: ReferencePicture) -> Re
     """The part of a reference that motion extraction needs (the picture and the motion extractor's input),
     without encoding it: Extract Motion runs apart from Encode Reference."""
     device = models.device
-    cond = picture.cond.to(device, models.motion_extractor.dtype) / 2 + 0.5
+    cond = picture.cond.to(device, _extractor_dtype(models)) / 2 + 0.5
     return Reference(picture.pixels[0].to(device, models.dtype), cond, None, None, {})

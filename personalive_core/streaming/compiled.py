@@ -9,6 +9,7 @@ size; a new historical keyframe recompiles nothing. On CUDA the graphs are CUDA 
 convolution weights are prepacked once for oneDNN) — frozen weights assume nobody changes them, so
 a host that moves or patches weights (ComfyUI) compiles with `freeze_weights` off.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

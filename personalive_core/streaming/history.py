@@ -6,14 +6,15 @@ than `keyframe_threshold` (L2 over the 32×16 tokens) from every bank entry, tha
 through the reference UNet and its tokens join the reference attention as a historical keyframe,
 and its motion joins the bank. At most `max_keyframes` are added.
 """
+
 import torch
 
 from ..config import Keyframes
 
 
 class HistoricalKeyframes:
-    def __init__(self, reference_motion, settings=Keyframes()):
-        self.settings = settings
+    def __init__(self, reference_motion, settings=None):
+        self.settings = settings or Keyframes()
         self.bank = [reference_motion.reshape(-1).float()]
         self.added = 0
 

@@ -11,6 +11,7 @@ from the reference's keypoints and motion tokens to the first driving frame's.
 Artist controls (expression / head-pose strength, smoothing: motion_controls.py) act on both
 signals here, so every path (render, nodes, live) gets them; their defaults change nothing.
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ WARMUP = (CHUNKS - 1) * CHUNK  # 12 motion-interpolated frames fill the window b
 class MotionChunk:
     """Motion of one chunk: `keypoints` (n, 21, 3) posed for rendering, `tokens` (n, 32, 16),
     `boxes` (4, 4) driving face boxes in pixels; n = 16 on the first chunk (MII + 4), else 4."""
+
     keypoints: torch.Tensor
     tokens: torch.Tensor
     boxes: torch.Tensor

@@ -23,6 +23,7 @@ The defaults (1, 1, 0) leave the motion untouched, bit for bit: no control is co
 The 12 motion-interpolated warm-up rows of the first chunk go through the same controls (they ease
 from the reference to the first controlled driving frame).
 """
+
 import math
 
 import torch
@@ -79,8 +80,11 @@ class MotionFilter:
         self.reset()
 
     def reset(self):
-        self.filters = {"angles": OneEuro(UNITS["angles"]), "t": OneEuro(UNITS["t"]),
-                        "tokens": OneEuro(UNITS["tokens"])}
+        self.filters = {
+            "angles": OneEuro(UNITS["angles"]),
+            "t": OneEuro(UNITS["t"]),
+            "tokens": OneEuro(UNITS["tokens"]),
+        }
 
     def set(self, controls):
         """Change the controls from the next frame on (live); smoothing restarts when switched on."""

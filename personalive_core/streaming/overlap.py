@@ -14,6 +14,7 @@ of neighbouring chunks on a CUDA device:
 The work and its order per stream are those of the plain loop, so the frames are the same; on the
 CPU (or with both options off) the runner is the plain loop.
 """
+
 import torch
 
 from .timing import NO_TIMER
@@ -50,6 +51,7 @@ class StreamRunner:
             main.wait_event(done)
             _record((motion.keypoints, motion.tokens, motion.boxes), main)
             return motion
+
         return ready
 
     def _decode(self, latents):
@@ -73,6 +75,7 @@ class StreamRunner:
         def ready():
             done.synchronize()
             return host
+
         return ready
 
     @torch.no_grad()

@@ -12,6 +12,7 @@ shapes (one compiled graph, one CUDA graph) whatever the keyframe count. A hidde
 exp(−inf) = 0 exactly, so the static layout computes the same attention up to the kernel's
 rounding (a masked SDPA call may take another kernel than an unmasked one).
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -22,10 +23,11 @@ from ..models.unet import transformer_blocks
 @dataclass
 class Reference:
     """Everything the streaming needs from the reference portrait, computed once."""
+
     image: torch.Tensor  # (3, H, W) in [-1, 1]: face crop source for the reference motion
     cond: torch.Tensor  # (1, 3, 256, 256) in [0, 1]: motion extractor input
-    context: torch.Tensor  # (1, 1, D) CLIP image embedding
-    latents: torch.Tensor  # (1, 4, h, w) scaled VAE latents
+    context: torch.Tensor | None  # (1, 1, D) CLIP image embedding (None: motion extraction only)
+    latents: torch.Tensor | None  # (1, 4, h, w) scaled VAE latents (None: motion extraction only)
     tokens: dict  # reference attention tokens per transformer block
 
     @property
@@ -34,8 +36,11 @@ class Reference:
 
     def to(self, device):
         moved = {k: v.to(device) for k, v in self.tokens.items()}
-        return Reference(self.image.to(device), self.cond.to(device), self.context.to(device),
-                         self.latents.to(device), moved)
+
+        def move(t):
+            return None if t is None else t.to(device)
+
+        return Reference(self.image.to(device), self.cond.to(device), move(self.context), move(self.latents), moved)
 
 
 class _Slot:
@@ -89,7 +94,7 @@ class _StaticSlot:
         if keyframes:
             # own tokens first (always visible), then the slots
             self.mask = k.new_full((1, 1, 1, (1 + slots) * length), float("-inf"))
-            self.mask[..., :2 * length] = 0
+            self.mask[..., : 2 * length] = 0
 
     @torch.no_grad()
     def append(self, feature):
@@ -97,8 +102,8 @@ class _StaticSlot:
             raise RuntimeError("every keyframe slot is filled")
         k, v = self.attn.project_kv(feature.to(self.dtype))
         i = self.filled * self.length
-        self.k[:, :, i:i + self.length], self.v[:, :, i:i + self.length] = k, v
-        self.mask[..., self.length + i:self.length + i + self.length] = 0
+        self.k[:, :, i : i + self.length], self.v[:, :, i : i + self.length] = k, v
+        self.mask[..., self.length + i : self.length + i + self.length] = 0
         self.filled += 1
 
     def __call__(self, block, n, frames):
@@ -141,6 +146,7 @@ def encode_reference(models, image, size):
     """Everything the stream needs from a reference portrait (PIL RGB), at generation size `size`."""
     from ..models.preprocess import clip_pixels, vae_pixels
     from ..models.vae import encode_mean
+
     device, dtype = models.device, models.dtype
     context = models.image_encoder(clip_pixels(image).to(device, dtype))[:, None]
     pixels = vae_pixels(image, size, size).to(device, dtype)
@@ -160,8 +166,7 @@ class ReferenceAttention:
     layout; else the static layout with that many keyframe slots (keys/values always cached).
     """
 
-    def __init__(self, reference_unet, denoising_unet, bank_dtype=torch.float16, cache_kv=True,
-                 static_keyframes=None):
+    def __init__(self, reference_unet, denoising_unet, bank_dtype=torch.float16, cache_kv=True, static_keyframes=None):
         self.reference_unet = reference_unet
         self.readers = dict(transformer_blocks(denoising_unet))
         if self.readers.keys() != dict(transformer_blocks(reference_unet)).keys():
@@ -184,8 +189,9 @@ class ReferenceAttention:
                 self.slots[name].append(self._stored(feature))
             else:
                 attn = self.readers[name].attn1
-                self.slots[name] = _StaticSlot(attn, self._stored(feature), self.static_keyframes,
-                                               attn.to_k.weight.dtype)
+                self.slots[name] = _StaticSlot(
+                    attn, self._stored(feature), self.static_keyframes, attn.to_k.weight.dtype
+                )
 
     def bind(self):
         """Point the denoising UNet's blocks at this bank. Several streams may share one UNet

@@ -9,6 +9,7 @@ The pieces compose: `driving_chunks` (4-frame chunks + padding) and `Chunk.kept`
 chunk's 4 outputs are driving frames) serve `render_stream` (one process does it all) as well as
 a split pipeline that extracts the motion first and denoises later (the ComfyUI nodes).
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ class Padding:
         self.recent, self.keep, self.used = [], keep, 0
 
     def add(self, frame):
-        self.recent = (self.recent + [frame])[-self.keep:]
+        self.recent = (self.recent + [frame])[-self.keep :]
 
     def next(self):
         frame = self.recent[mirror_index(self.used, len(self.recent))]
@@ -57,6 +58,7 @@ def kept_slice(index, frames, keep_warmup=False):
 class Chunk:
     """4 uint8 driving frames for one denoiser pass: `real` of them are driving frames (the rest
     mirrored padding); `seen` driving frames have been read up to and including this chunk."""
+
     frames: list
     index: int
     real: int

@@ -3,6 +3,7 @@
 Every frame of the window carries its own timestep, so both `add_noise` and `step` take one
 timestep per frame (frames folded into the batch).
 """
+
 import torch
 
 TIMESTEPS = (999, 666, 333, 0)
@@ -11,7 +12,7 @@ STEP = 333
 
 class DistilledDDIM:
     def __init__(self, beta_start=0.00085, beta_end=0.02, train_steps=1000):
-        betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, train_steps, dtype=torch.float32) ** 2
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, train_steps, dtype=torch.float32) ** 2
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
 
     def _alphas(self, device):
@@ -24,7 +25,7 @@ class DistilledDDIM:
         before the square roots (`coef_dtype=x.dtype`); pass float32 to skip that rounding."""
         a = self._alphas(x.device).to(coef_dtype or x.dtype)[t.to(x.device)]
         a = a.view(-1, 1, 1, 1)
-        return a ** 0.5 * x + (1 - a) ** 0.5 * noise
+        return a**0.5 * x + (1 - a) ** 0.5 * noise
 
     def step(self, eps, t, x):
         """One DDIM (eta=0) step of `STEP` for every frame. Returns (prev, x0) in float32."""
@@ -38,6 +39,6 @@ def ddim_step(alphas, eps, t, x):
     a_t = alphas[t].view(-1, 1, 1, 1)
     prev_t = t - STEP
     a_prev = torch.where(prev_t >= 0, alphas[prev_t.clamp(min=0)], torch.ones_like(alphas[t])).view(-1, 1, 1, 1)
-    x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
-    prev = a_prev ** 0.5 * x0 + (1 - a_prev) ** 0.5 * eps
+    x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+    prev = a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * eps
     return prev, x0

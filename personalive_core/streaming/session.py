@@ -23,6 +23,7 @@ Host synchronisation: one per chunk, the keyframe decision. Its distance is comp
 denoiser pass is queued and copied to the host right away, so reading it waits for that copy only,
 not for the denoiser.
 """
+
 from __future__ import annotations
 
 import torch
@@ -89,8 +90,9 @@ class StreamingSession:
         bank_dtype = torch.float16 if self.config.official_quirks else None
         self.static = speed.static
         slots = self.config.keyframes.max_keyframes if self.static else None
-        self.attention = ReferenceAttention(models.reference_unet, models.denoising_unet,
-                                            bank_dtype, speed.cache_reference_kv, slots)
+        self.attention = ReferenceAttention(
+            models.reference_unet, models.denoising_unet, bank_dtype, speed.cache_reference_kv, slots
+        )
         self.scheduler = DistilledDDIM()
         self.step, self.pose = None, pose_features
         if speed.compile:
@@ -140,8 +142,9 @@ class StreamingSession:
         """The MotionChunk of 4 driving frames (the first part of `push`; may run ahead of the
         denoiser, in stream order)."""
         if frames.ndim != 4 or frames.shape[0] != CHUNK or tuple(frames.shape[-2:]) != self.reference.size:
-            raise InputError(f"expected a chunk of {CHUNK} frames of size {self.reference.size}, "
-                             f"got {tuple(frames.shape)}")
+            raise InputError(
+                f"expected a chunk of {CHUNK} frames of size {self.reference.size}, got {tuple(frames.shape)}"
+            )
         with self.timer("motion"):
             return self.motion(frames.to(self.models.device, torch.float32))
 
@@ -153,7 +156,7 @@ class StreamingSession:
         # fixed shapes: 4 frames a call (the first chunk's 16 in 4 calls), each result copied into
         # the window before the next call (a CUDA graph's output is overwritten by its next replay)
         for i in range(0, keypoints.shape[0], CHUNK):
-            self.window.pose.append(self.pose(m.pose_guider, keypoints[i:i + CHUNK], self.reference.size, m.dtype))
+            self.window.pose.append(self.pose(m.pose_guider, keypoints[i : i + CHUNK], self.reference.size, m.dtype))
 
     @torch.no_grad()
     def push_motion(self, chunk):

@@ -9,6 +9,7 @@ keypoint and MotEncoder stages). Timing changes no result: it only records event
 
 Without a timer a session uses `NO_TIMER`, which does nothing.
 """
+
 import time
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
@@ -16,8 +17,17 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 # the stages of a chunk, in the order of a table
-STAGES = ("motion", "keypoints", "motion_encoder", "pose_guider", "denoiser", "scheduler", "keyframe",
-          "decode", "to_host")
+STAGES = (
+    "motion",
+    "keypoints",
+    "motion_encoder",
+    "pose_guider",
+    "denoiser",
+    "scheduler",
+    "keyframe",
+    "decode",
+    "to_host",
+)
 
 
 class _NoTimer:
@@ -58,6 +68,7 @@ class StageTimer:
     def hooks(self, module, name):
         """Time every forward call of `module` as stage `name` (for stages inside code the timer
         does not reach). Returns the hook handles; `.remove()` them when done."""
+
         def pre(_module, _args):
             stage = self(name)
             stage.__enter__()

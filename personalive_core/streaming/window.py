@@ -5,6 +5,7 @@ Before every denoiser pass the window holds, oldest first, a chunk at t=0 (finis
 clean frames and the next driving chunk enters at 999. Latents, pose features and motion tokens
 travel together, frame for frame.
 """
+
 import torch
 
 from .scheduler import TIMESTEPS
@@ -36,12 +37,12 @@ class ChunkRing:
         if self.buf is None:
             self.buf = chunk.new_empty((FRAMES,) + tuple(chunk.shape[1:]))
         slot = (self.start + self.count) % CHUNKS
-        self.buf[slot * CHUNK:(slot + 1) * CHUNK] = chunk
+        self.buf[slot * CHUNK : (slot + 1) * CHUNK] = chunk
         self.count += 1
 
     def extend(self, frames):
         for i in range(0, frames.shape[0], CHUNK):
-            self.append(frames[i:i + CHUNK])
+            self.append(frames[i : i + CHUNK])
 
     def ordered(self):
         if self.count != CHUNKS:
@@ -55,7 +56,7 @@ class ChunkRing:
 
     def pop(self):
         """Drop the oldest chunk and return it."""
-        out = self.buf[self.start * CHUNK:(self.start + 1) * CHUNK].clone()
+        out = self.buf[self.start * CHUNK : (self.start + 1) * CHUNK].clone()
         self.start = (self.start + 1) % CHUNKS
         self.count -= 1
         return out

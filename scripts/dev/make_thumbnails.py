@@ -8,6 +8,7 @@ with its title, drawn with Pillow's built-in font, so the output is the same on 
 
     python scripts/dev/make_thumbnails.py [--out workflows]
 """
+
 import argparse
 import os
 import sys
@@ -15,7 +16,7 @@ import sys
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_workflows import GRAPHS  # noqa: E402
+from make_workflows import GRAPHS
 
 SIDE = 384  # square: the browser's cards crop to a square
 QUALITY = 85
@@ -40,20 +41,40 @@ def background():
 def face(d, cx, cy, r, tilt=0.0, dots=False):
     """A cartoon head of radius r; `tilt` shifts the features sideways (a turned head); `dots`: keypoints only."""
     if dots:
-        points = [(cx + r * x, cy + r * y) for x, y in
-                  [(-.9, -.1), (.9, -.1), (-.7, .5), (.7, .5), (0, .95), (-.35, -.15), (.35, -.15), (0, .2),
-                   (-.25, .55), (.25, .55), (0, .62), (-.5, -.45), (.5, -.45), (0, -.9), (-.85, -.6), (.85, -.6)]]
+        points = [
+            (cx + r * x, cy + r * y)
+            for x, y in [
+                (-0.9, -0.1),
+                (0.9, -0.1),
+                (-0.7, 0.5),
+                (0.7, 0.5),
+                (0, 0.95),
+                (-0.35, -0.15),
+                (0.35, -0.15),
+                (0, 0.2),
+                (-0.25, 0.55),
+                (0.25, 0.55),
+                (0, 0.62),
+                (-0.5, -0.45),
+                (0.5, -0.45),
+                (0, -0.9),
+                (-0.85, -0.6),
+                (0.85, -0.6),
+            ]
+        ]
         for x, y in points:
-            d.ellipse([x + tilt * r * .3 - 4, y - 4, x + tilt * r * .3 + 4, y + 4], fill=KEYPOINT)
+            d.ellipse([x + tilt * r * 0.3 - 4, y - 4, x + tilt * r * 0.3 + 4, y + 4], fill=KEYPOINT)
         return
     d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=SKIN)
-    d.chord([cx - r * 1.05, cy - r * 1.1, cx + r * 1.05, cy + r * .5], 180, 360, fill=HAIR)
-    fx = cx + tilt * r * .3
+    d.chord([cx - r * 1.05, cy - r * 1.1, cx + r * 1.05, cy + r * 0.5], 180, 360, fill=HAIR)
+    fx = cx + tilt * r * 0.3
     for side in (-1, 1):
-        ex = fx + side * r * .35
-        d.ellipse([ex - r * .12, cy - r * .05 - r * .12, ex + r * .12, cy - r * .05 + r * .12], fill="white")
-        d.ellipse([ex - r * .06, cy - r * .05 - r * .06, ex + r * .06, cy - r * .05 + r * .06], fill=INK)
-    d.arc([fx - r * .35, cy + r * .2, fx + r * .35, cy + r * .65], 20, 160, fill=(150, 60, 60), width=max(2, r // 12))
+        ex = fx + side * r * 0.35
+        d.ellipse([ex - r * 0.12, cy - r * 0.05 - r * 0.12, ex + r * 0.12, cy - r * 0.05 + r * 0.12], fill="white")
+        d.ellipse([ex - r * 0.06, cy - r * 0.05 - r * 0.06, ex + r * 0.06, cy - r * 0.05 + r * 0.06], fill=INK)
+    d.arc(
+        [fx - r * 0.35, cy + r * 0.2, fx + r * 0.35, cy + r * 0.65], 20, 160, fill=(150, 60, 60), width=max(2, r // 12)
+    )
 
 
 def film(d, x0, y0, x1, y1, frames, dots=False):
@@ -68,8 +89,8 @@ def film(d, x0, y0, x1, y1, frames, dots=False):
         fx0, fy0 = x0 + i * w + 3, y0 + 14
         fx1, fy1 = x0 + (i + 1) * w - 3, y1 - 14
         d.rectangle([fx0, fy0, fx1, fy1], fill=(96, 120, 150))
-        r = int(min(fx1 - fx0, fy1 - fy0) * .36)
-        face(d, (fx0 + fx1) / 2, (fy0 + fy1) / 2 + r * .1, r, tilt=((i % 5) - 2) / 2, dots=dots)
+        r = int(min(fx1 - fx0, fy1 - fy0) * 0.36)
+        face(d, (fx0 + fx1) / 2, (fy0 + fy1) / 2 + r * 0.1, r, tilt=((i % 5) - 2) / 2, dots=dots)
     return h
 
 
@@ -81,8 +102,8 @@ def arrow(d, x0, y, x1, colour=ACCENT):
 def portrait(d, x0, y0, x1, y1):
     d.rectangle([x0, y0, x1, y1], fill=(236, 236, 240))
     d.rectangle([x0 + 6, y0 + 6, x1 - 6, y1 - 6], fill=(120, 150, 190))
-    r = int((x1 - x0) * .3)
-    face(d, (x0 + x1) / 2, (y0 + y1) / 2 + r * .15, r)
+    r = int((x1 - x0) * 0.3)
+    face(d, (x0 + x1) / 2, (y0 + y1) / 2 + r * 0.15, r)
 
 
 def draw_portrait_to_video(d):
@@ -111,10 +132,14 @@ def draw_crop_paste_back(d):
     d.rectangle([30, 42, 354, 250], fill=(150, 170, 120))
     d.rectangle([40, 150, 140, 250], fill=(110, 90, 70))
     d.rectangle([250, 60, 340, 130], fill=(180, 200, 230))
-    face(d, 200, 150, 44, tilt=.5)
+    face(d, 200, 150, 44, tilt=0.5)
     for i in range(0, 132, 12):  # the dashed crop square around the face
-        for a, b in (((136 + i, 86), (142 + i, 86)), ((136 + i, 214), (142 + i, 214)),
-                     ((136, 86 + i), (136, 92 + i)), ((264, 86 + i), (264, 92 + i))):
+        for a, b in (
+            ((136 + i, 86), (142 + i, 86)),
+            ((136 + i, 214), (142 + i, 214)),
+            ((136, 86 + i), (136, 92 + i)),
+            ((264, 86 + i), (264, 92 + i)),
+        ):
             d.line([a, b], fill=ACCENT, width=4)
 
 
@@ -125,16 +150,18 @@ def draw_live_webcam(d):
     arrow(d, 140, 145, 196)
     d.rectangle([206, 58, 360, 214], fill=FILM)
     d.rectangle([214, 66, 352, 206], fill=(96, 120, 150))
-    face(d, 283, 140, 46, tilt=-.5)
+    face(d, 283, 140, 46, tilt=-0.5)
     d.ellipse([222, 74, 238, 90], fill=(230, 40, 40))
     d.text((244, 72), "LIVE", fill="white", font=font(18))
 
 
-PICTURES = {"personalive_portrait_to_video": draw_portrait_to_video,
-            "personalive_motion_inspection": draw_motion_inspection,
-            "personalive_long_video": draw_long_video,
-            "crop_paste_back": draw_crop_paste_back,
-            "personalive_live_webcam": draw_live_webcam}
+PICTURES = {
+    "personalive_portrait_to_video": draw_portrait_to_video,
+    "personalive_motion_inspection": draw_motion_inspection,
+    "personalive_long_video": draw_long_video,
+    "crop_paste_back": draw_crop_paste_back,
+    "personalive_live_webcam": draw_live_webcam,
+}
 
 
 def card(template, picture):
@@ -148,7 +175,10 @@ def card(template, picture):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "workflows"))
+    p.add_argument(
+        "--out",
+        default=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "workflows"),
+    )
     a = p.parse_args(argv)
     for name, graph in GRAPHS.items():
         path = os.path.join(a.out, graph["template"] + ".jpg")
