@@ -1,4 +1,4 @@
-"""The model download (personalive_core/download.py) against a hub stand-in on 127.0.0.1 (tests/hub_standin.py)
+"""The model download (personalive_core/download/) against a hub stand-in on 127.0.0.1 (tests/hub_standin.py)
 serving tiny random weights made by the project's own code: no network, nothing mocked."""
 
 import ast
@@ -98,7 +98,7 @@ def clean_env(monkeypatch, tmp_path):
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setattr(dl, "RETRY_WAIT_S", 0.0)
+    monkeypatch.setattr(dl.engine, "RETRY_WAIT_S", 0.0)
 
 
 def sha(path):
@@ -158,15 +158,18 @@ def test_table_plans_and_arguments(tmp_path):
         dl.download(tmp_path / "w", endpoint="ftp://x")
 
 
-def test_module_imports_only_the_standard_library():
-    tree = ast.parse((REPO / "personalive_core/download.py").read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            imported.add(str(node.module).split(".")[0])
+def test_package_imports_only_the_standard_library():
+    imported, above = set(), set()
+    for path in sorted((REPO / "personalive_core/download").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(str(node.module).split(".")[0])
+            elif isinstance(node, ast.ImportFrom) and node.level > 1:
+                above.add(str(node.module))
     assert imported - set(sys.stdlib_module_names) == set()
+    assert above == {"errors"}  # personalive_core/errors.py, itself stdlib-only
     # and it runs without the package's __init__ (which loads torch): see _standalone()
 
 
@@ -395,13 +398,13 @@ def test_the_standin_cdn_refuses_a_forwarded_token(hub, tmp_path):
 
 
 def _standalone(code):
-    """Python code run with personalive_core as a bare namespace: download.py without torch."""
+    """Python code run with personalive_core as a bare namespace: the download package without torch."""
     return (
         "import sys, types; pkg = types.ModuleType('personalive_core'); "
         f"pkg.__path__ = [{str(REPO / 'personalive_core')!r}]; sys.modules['personalive_core'] = pkg\n"
         "from personalive_core import download as dl\n"
         + code
-        + "\nassert 'torch' not in sys.modules, 'download.py imported torch'\n"
+        + "\nassert 'torch' not in sys.modules, 'the download package imported torch'\n"
     )
 
 

@@ -44,7 +44,7 @@ CLIP_KEY = "lambdalabs/sd-image-variations-diffusers/image_encoder/model.safeten
 VAE_KEY = "stabilityai/sd-vae-ft-mse/diffusion_pytorch_model.safetensors"
 CLIP_NAME = "sd-image-variations-image-encoder.safetensors"  # what the bundled workflows select
 VAE_NAME = "sd-vae-ft-mse.safetensors"
-# hub key -> ComfyUI models/ name (the oracle, written out independently of personalive_core/download.py)
+# hub key -> ComfyUI models/ name (the oracle, written out independently of personalive_core/download/)
 COMFY_NAMES = {
     **{f"{PL}/{n}.pth": f"personalive/{n}.pth" for n in NAMES},
     CLIP_KEY: f"clip_vision/{CLIP_NAME}",

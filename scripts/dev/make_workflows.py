@@ -26,7 +26,7 @@ VAE_NAME = "sd-vae-ft-mse.safetensors"
 # The frontend's model metadata of a loader node (`properties.models`: {name, url, directory}, the zModelFile of
 # Comfy-Org/ComfyUI_frontend src/schemas/comfyWorkflowSchema.ts): its missing-models dialog offers each file whose
 # name is one of the node's widget values, and the Desktop app downloads it into models/<directory>/. The files
-# of personalive_core/download.py's table (tests/test_download.py checks that they agree).
+# of the table in personalive_core/download/sources.py (tests/test_download.py checks that they agree).
 HUB = "https://huggingface.co"
 MODEL_FILES = {
     "CLIPVisionLoader": [
