@@ -353,6 +353,25 @@ def test_interrupt_resume_and_rerun(head, tiny_weights, media, tmp_path):
     assert code == 0 and (summary["done"], summary["skipped"]) == (1, 3) and "r2.npy: done" in log, log
 
 
+def test_shared_out_workers_write_the_clips_themselves(head, tiny_weights, media, tmp_path):
+    """--shared-out (--out on storage every machine mounts): the workers write the clips there, no output byte
+    goes to the driver, the files equal those the driver writes without it, and a re-run renders nothing."""
+    rows = [{"reference": "ref.png", "driving": f"clip{i}.mp4", "out": f"s{i}.npy", "seed": i} for i in (1, 2)]
+    manifest = write_manifest(media / "shared.csv", rows)
+    plain, shared = tmp_path / "plain", tmp_path / "shared"
+    cluster = ("--address", head, "--workers", 2, *common(tiny_weights))
+    code, summary, log = batch(manifest, "--out", plain, *cluster)
+    assert code == 0 and summary["done"] == 2 and summary["output_bytes_to_driver"] > 0, log
+    code, summary, log = batch(manifest, "--out", shared, "--shared-out", *cluster)
+    assert code == 0 and summary["done"] == 2 and summary["output_bytes_to_driver"] == 0, log
+    assert visible_files(shared) == ["s1.npy", "s2.npy"] and not [f for f in os.listdir(shared) if f[0] == "."]
+    for name in visible_files(shared):
+        assert np.array_equal(np.load(shared / name), np.load(plain / name)), name
+    assert [r["output"] for r in records(shared)] == ["s1.npy", "s2.npy"]
+    code, summary, log = batch(manifest, "--out", shared, "--shared-out", *cluster)
+    assert code == 0 and (summary["done"], summary["skipped"]) == (0, 2), log
+
+
 def test_bad_rows_and_a_failing_job_are_reported_and_the_rest_finish(head, tiny_weights, media, tmp_path):
     rows = [
         {"reference": "ref.png", "driving": "clip1.mp4", "out": "good.npy", "seed": 3},

@@ -27,9 +27,7 @@ from test_live_host import (
     ARTIFACTS,
     browser_api,
     comfy_page,
-    open_page,
     returning_user,
-    wait_for_app,
     wait_for_new_history,
 )
 
@@ -337,34 +335,30 @@ def download_then_queue(host, page, logs, title):
     wait_for_new_history(host, before, page, logs)
 
 
-def test_each_workflow_queues_after_pressing_download_models(host, hub, pw):
+TITLES = sorted(f[:-5] for f in os.listdir(WORKFLOWS) if f.endswith(".json"))
+
+
+@pytest.mark.parametrize("title", TITLES)
+def test_workflow_queues_after_pressing_download_models(host, hub, pw, title):
     """As a user, on a host lacking every model file: open a bundled workflow (the frontend's missing-models list
     names the CLIP vision and VAE files from the workflow's metadata), press Download models on the Load
-    PersonaLive Model node, wait for it, queue: the workflow runs. Each workflow on an emptied host, in a page
+    PersonaLive Model node, wait for it, queue: the workflow runs. Each workflow on an emptied host, in a browser
     of its own (the frontend caches what the model folders held, and a page restores its last workflows)."""
     playwright = browser_api()
-    titles = sorted(f[:-5] for f in os.listdir(WORKFLOWS) if f.endswith(".json"))
     returning_user(host)
-    consoles = []
-    with comfy_page(pw, host, ["--no-sandbox", "--disable-gpu"], height=900) as (browser, page, logs):
-        for i, title in enumerate(titles):
-            remove_models(host)
-            if i:
-                page.close()
-                page, logs = open_page(browser, host.url, height=900)  # a new context: its own storage
-                wait_for_app(page)
-            consoles.append(logs)
-            try:
-                download_then_queue(host, page, logs, title)
-            except (AssertionError, playwright.TimeoutError) as e:
-                os.makedirs(ARTIFACTS, exist_ok=True)
-                page.screenshot(path=os.path.join(ARTIFACTS, f"download_{title}_failure.png"))
-                shown = page.evaluate(f"() => ({{...document.querySelector('{WIDGET}')?.dataset}})")
-                status = host.get("/personalive/models/download")
-                raise AssertionError(
-                    f"{title}: {e}; widget {shown}, status {status}, console {logs[-20:]}\n{host.tail(30)}"
-                ) from None
+    remove_models(host)
+    with comfy_page(pw, host, ["--no-sandbox", "--disable-gpu"], height=900) as (_, page, logs):
+        try:
+            download_then_queue(host, page, logs, title)
+        except (AssertionError, playwright.TimeoutError) as e:
+            os.makedirs(ARTIFACTS, exist_ok=True)
+            page.screenshot(path=os.path.join(ARTIFACTS, f"download_{title}_failure.png"))
+            shown = page.evaluate(f"() => ({{...document.querySelector('{WIDGET}')?.dataset}})")
+            status = host.get("/personalive/models/download")
+            raise AssertionError(
+                f"{title}: {e}; widget {shown}, status {status}, console {logs[-20:]}\n{host.tail(30)}"
+            ) from None
         os.makedirs(ARTIFACTS, exist_ok=True)
-        page.screenshot(path=os.path.join(ARTIFACTS, "download_page.png"))
-    ours = [line for logs in consoles for line in logs if "personalive" in line.lower()]
+        page.screenshot(path=os.path.join(ARTIFACTS, f"download_{title}.png"))
+    ours = [line for line in logs if "personalive" in line.lower()]
     assert not ours, ours

@@ -7,7 +7,8 @@
 3. Each job's inputs are read once and put into Ray's object store; at most `in_flight` jobs are shipped and
    not finished, so the driver's memory does not depend on the manifest's length.
 4. A worker renders one job at a time. Its result comes back as bytes and is written into the output folder
-   under a temporary name, renamed when complete, then recorded (results.jsonl).
+   under a temporary name, renamed when complete, then recorded (results.jsonl). With `shared_out` (the
+   output folder on storage every machine mounts at the same path) the worker writes it there itself.
 5. When a worker dies (its process killed, its machine gone, its ComfyUI server lost), its job goes to the
    next free worker (`retries` times) and Ray restarts the actor (`max_restarts`), which the driver pings
    until it answers again. A job that fails on its own input is recorded as failed, not retried.
@@ -30,12 +31,12 @@ from typing import Any
 
 from ..config import StreamConfig
 from ..errors import InputError
-from ..pipelines import Job, job_hash, partial_name
+from ..pipelines import Job, job_hash
 from . import comfy_api
 from .ledger import Ledger
 from .manifest import Entry, RowChecker, manifest_rows, pair_rows
 from .progress import Progress, print_summary
-from .shipping import Digests, pack
+from .shipping import Digests, output_names, pack, write_output
 from .workers import ComfyWorker, CoreWorker, Events, WorkerLost
 
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # personalive_core, shipped to the workers
@@ -61,6 +62,7 @@ class BatchSettings:
     options: dict[str, Any] = field(default_factory=dict)  # config fields given on the command line
     weights: str | None = None
     download: bool = False  # core: each machine fetches what `weights` lacks before loading (docs/DOWNLOAD.md)
+    shared_out: bool = False  # `out` is on storage every machine mounts at the same path: workers write there
     workflow: str | None = None
     sets: dict[str, Any] = field(default_factory=dict)  # --set Node.input=value
     comfyui: str | None = None
@@ -118,36 +120,11 @@ class Counts:
     retried: int = 0
     cancelled: int = 0
     busy_s: float = 0.0
+    bytes_back: int = 0  # output bytes the workers sent to the driver (0 with --shared-out)
 
 
 def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def write_output(folder: str, name: str, data: bytes) -> str:
-    """Bytes into `folder/name`, under a temporary name until complete."""
-    path = os.path.join(folder, name)
-    tmp = partial_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def output_names(out: str, files: list[tuple[str, bytes]]) -> list[str]:
-    """Where a job's files go: the first under `out` (with the suffix it was saved with), more as `_1`, `_2`."""
-    stem, suffix = os.path.splitext(out)
-    names = []
-    for i, (saved, _) in enumerate(files):
-        ext = os.path.splitext(saved)[1] or suffix
-        names.append(f"{stem}{ext}" if i == 0 else f"{stem}_{i}{ext}")
-    return names
 
 
 class Batch:
@@ -339,7 +316,7 @@ class Batch:
             return (
                 self.ray.remote(CoreWorker)
                 .options(**options)
-                .remote(index, self.events_name, s.weights, config, s.cpus_per_worker, s.download)
+                .remote(index, self.events_name, s.weights, config, s.cpus_per_worker, s.download, self._shared_out)
             )
         server = s.servers[index - 1] if s.servers else None
         return (
@@ -354,8 +331,13 @@ class Batch:
                 s.comfyui_args,
                 s.poll,
                 s.job_timeout,
+                self._shared_out,
             )
         )
+
+    @property
+    def _shared_out(self) -> str:
+        return os.path.abspath(self.s.out) if self.s.shared_out else ""
 
     # -- 4. the loop -------------------------------------------------------------------------------
     def run(self, good: int) -> None:
@@ -506,9 +488,12 @@ class Batch:
                 worker=result["worker"],
                 seconds=result["seconds"],
             )
-        names = output_names(task.entry.out, result["files"])
-        for name, (_, data) in zip(names, result["files"], strict=True):
-            write_output(self.out, name, data)
+        names = result.get("written")  # --shared-out: the worker wrote them
+        if names is None:
+            names = output_names(task.entry.out, result["files"])
+            for name, (_, data) in zip(names, result["files"], strict=True):
+                write_output(self.out, name, data)
+                self.counts.bytes_back += len(data)
         return self._record(
             task,
             "done",
@@ -603,6 +588,7 @@ class Batch:
             "engine": self.s.engine,
             "cluster_start_s": round(self.cluster_s, 3) if self.slots else None,
             "model_load_s": [slot.load_s for slot in self.slots],
+            "output_bytes_to_driver": c.bytes_back,
             "results": self.ledger.path,
         }
 

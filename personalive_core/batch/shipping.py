@@ -1,5 +1,7 @@
 """Inputs travel to the workers as bytes (through Ray's object store), never as paths: the driver reads each
 file once, a worker on another machine writes it into its own scratch folder and renders from there.
+Outputs come back as bytes and the driver writes them (`write_output`), or, when the output folder is on
+storage every machine mounts (`--shared-out`), the worker writes them there itself.
 
 `Digests` gives each input's content digest for the job hash, reading a file only when its size or mtime
 differ from what the earlier record says (so a re-run of a finished batch reads no video).
@@ -9,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ..pipelines import file_digest, input_files
+from ..pipelines import file_digest, input_files, partial_name
 
 DIGESTS_KEPT = 512  # inputs remembered in one run (a portrait shared by every row is hashed once)
 
@@ -50,6 +53,34 @@ def unpack(shipment: Shipment, folder: str) -> str:
         with open(os.path.join(target, name) if shipment.folder else target, "wb") as f:
             f.write(data)
     return target
+
+
+def output_names(out: str, files: list[tuple[str, bytes]]) -> list[str]:
+    """Where a job's files go: the first under `out` (with the suffix it was saved with), more as `_1`, `_2`."""
+    stem, suffix = os.path.splitext(out)
+    names = []
+    for i, (saved, _) in enumerate(files):
+        ext = os.path.splitext(saved)[1] or suffix
+        names.append(f"{stem}{ext}" if i == 0 else f"{stem}_{i}{ext}")
+    return names
+
+
+def write_output(folder: str, name: str, data: bytes) -> str:
+    """Bytes into `folder/name`, under a temporary name until complete. The temporary name is the writer's
+    own (host and pid): on shared storage a job sent again while its first worker still writes gets a second
+    temporary file, and whichever rename comes last leaves a complete file."""
+    path = os.path.join(folder, name)
+    tmp = f"{partial_name(path)}.{socket.gethostname()}-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 def stat_of(path: str) -> str:

@@ -4,8 +4,9 @@
 pipeline of the `render` command, so its frames are `render`'s for the same inputs and seed. `ComfyWorker`
 owns one ComfyUI server (started on its own port with the GPU Ray gave the worker, or attached to a given
 URL) and submits each job's workflow to it. A job arrives with its inputs as bytes (`shipping.Shipment`),
-is rendered in the worker's own scratch folder and goes back as bytes; a worker never reads a path of the
-driver. `ready()` prepares a worker (models, server) and describes it; the driver calls it first and after a
+is rendered in the worker's own scratch folder and goes back as bytes (or, with `shared_out`, is written by
+the worker into the output folder every machine mounts); a worker never reads a path of the driver.
+`ready()` prepares a worker (models, server) and describes it; the driver calls it first and after a
 restart. Progress goes to the driver's `Events` actor, fire and forget.
 
 A job that fails on its own input (no face, a corrupt video, a rejected workflow) comes back as a failed
@@ -28,7 +29,7 @@ from ..pipelines import Job, fetch_lacking_weights, load_models, placement, rend
 from ..runtime import process_settings
 from . import comfy_api
 from .manifest import MODEL_FIELDS
-from .shipping import Shipment, unpack
+from .shipping import Shipment, output_names, unpack, write_output
 
 SCRATCH = os.path.join(tempfile.gettempdir(), "personalive-batch")
 
@@ -82,8 +83,9 @@ def _where() -> str:
 class _Worker:
     """What both engines share: identity, scratch, progress, and one job's inputs on this machine."""
 
-    def __init__(self, index: int, events: str) -> None:
+    def __init__(self, index: int, events: str, shared_out: str = "") -> None:
         self.index, self.events = index, events  # the driver's Events actor, by name (a handle would pin it)
+        self.shared_out = shared_out
         self.mailbox: Any = None
         self.label = f"worker {index}"
         self.scratch = ""
@@ -108,7 +110,7 @@ class _Worker:
         t0 = time.perf_counter()
         ref, drv = unpack(reference, folder), unpack(driving, folder)
         try:
-            result = render(folder, ref, drv)
+            result = self._deliver(key, render(folder, ref, drv))
         except InputError as e:
             message = str(e).replace(ref, reference.origin).replace(drv, driving.origin).replace(folder, "")
             result = {"status": "failed", "error": message}
@@ -116,15 +118,36 @@ class _Worker:
             shutil.rmtree(folder, ignore_errors=True)
         return {**result, "seconds": round(time.perf_counter() - t0, 3), **self.describe()}
 
+    def _deliver(self, key: str, result: dict[str, Any]) -> dict[str, Any]:
+        """With a shared output folder, write the files there and answer with their names only."""
+        if not self.shared_out or result.get("status") != "done":
+            return result
+        if not os.path.isdir(self.shared_out):
+            raise InputError(
+                f"--shared-out: {self.shared_out} is not a folder on {_where()}: mount the output folder at the "
+                "same path on every machine, or leave --shared-out out (the driver then writes every clip)"
+            )
+        names = output_names(key, result["files"])
+        for name, (_, data) in zip(names, result["files"], strict=True):
+            write_output(self.shared_out, name, data)
+        return {**{k: v for k, v in result.items() if k != "files"}, "written": names}
+
 
 class CoreWorker(_Worker):
     """The core engine: the models of `weights` loaded once, `config` (the batch's) deciding device, dtype
     and speed; a CPU worker renders with `threads` threads."""
 
     def __init__(
-        self, index: int, events: str, weights: str, config: Mapping[str, Any], threads: int = 0, fetch: bool = False
+        self,
+        index: int,
+        events: str,
+        weights: str,
+        config: Mapping[str, Any],
+        threads: int = 0,
+        fetch: bool = False,
+        shared_out: str = "",
     ) -> None:
-        super().__init__(index, events)
+        super().__init__(index, events, shared_out)
         self.weights, self.threads, self.fetch = weights, threads, fetch
         self.config = StreamConfig.from_dict(config)
         self.models: Any = None
@@ -182,8 +205,9 @@ class ComfyWorker(_Worker):
         args: str = "",
         poll: float = 1.0,
         job_timeout: float = 0,
+        shared_out: str = "",
     ) -> None:
-        super().__init__(index, events)
+        super().__init__(index, events, shared_out)
         self.comfyui, self.python, self.url, self.args = comfyui, python, server, args
         self.poll, self.job_timeout = poll, job_timeout
         self.own: comfy_api.OwnServer | None = None

@@ -30,6 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     b.add_argument("--driving", help="... × every video of this folder (or one video)")
     b.add_argument("--out", required=True, metavar="DIR", help="output folder; results.jsonl there records each row")
     b.add_argument(
+        "--shared-out",
+        action="store_true",
+        help="--out is on storage every machine of the cluster mounts at the same path (NFS, a cluster file "
+        "system): the workers write the clips there themselves instead of sending them to the driver",
+    )
+    b.add_argument(
         "--engine",
         choices=("core", "comfyui"),
         default="core",
@@ -120,6 +126,7 @@ def settings_from_args(a: argparse.Namespace) -> batch.BatchSettings:
         options=options,
         weights=a.weights and os.path.abspath(a.weights),
         download=a.download,
+        shared_out=a.shared_out,
         workflow=a.workflow,
         sets=batch.parse_sets(a.set),
         comfyui=a.comfyui,
