@@ -10,6 +10,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -370,6 +371,47 @@ def test_shared_out_workers_write_the_clips_themselves(head, tiny_weights, media
     assert [r["output"] for r in records(shared)] == ["s1.npy", "s2.npy"]
     code, summary, log = batch(manifest, "--out", shared, "--shared-out", *cluster)
     assert code == 0 and (summary["done"], summary["skipped"]) == (0, 2), log
+
+
+def test_a_ray_client_address_joins_through_the_client_port(tiny_weights, media, tmp_path, monkeypatch):
+    """--address ray://host:port (Ray Client, from the ray[client] requirement): the jobs run on the cluster
+    behind the client port and the outputs arrive in the driver's --out."""
+    from ray.cluster_utils import Cluster
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "object_store_memory": 96 << 20,
+            "include_dashboard": False,
+            "ray_client_server_port": port,
+        },
+    )
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what a `ray start` cluster asks of a client; harmless without
+    rows = [{"reference": "ref.png", "driving": f"clip{i}.mp4", "out": f"c{i}.npy", "seed": i} for i in (1, 2)]
+    out = tmp_path / "out"
+    try:
+        manifest = write_manifest(media / "client.csv", rows)
+        address = f"ray://127.0.0.1:{port}"
+        code, summary, log = batch(manifest, "--out", out, "--address", address, "--workers", 2, *common(tiny_weights))
+    finally:
+        cluster.shutdown()
+    assert code == 0 and summary["done"] == 2 and f"ray: {address}, 2 CPU workers" in log, log
+    assert visible_files(out) == ["c1.npy", "c2.npy"]
+    for name in visible_files(out):
+        assert np.load(out / name).shape == (FRAMES, SIZE, SIZE, 3)
+
+
+def test_a_ray_client_timeout_says_what_to_set():
+    from personalive_core.batch.driver import _client_hint
+
+    hint = _client_hint("ray://head:10001", ConnectionError("ray client connection timeout"))
+    assert "RAY_AUTH_MODE=token" in hint and "~/.ray/auth_token" in hint and "10001" in hint
+    assert _client_hint("head:6379", ConnectionError("timeout")) == ""  # a GCS address: Ray's own message
+    assert _client_hint("ray://head:10001", ConnectionError("refused")) == ""
 
 
 def test_bad_rows_and_a_failing_job_are_reported_and_the_rest_finish(head, tiny_weights, media, tmp_path):

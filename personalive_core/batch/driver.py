@@ -266,7 +266,7 @@ class Batch:
                 self.embedded = True
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"join the Ray cluster at {self.s.address}" if self.s.address else "start Ray on this machine"
-            raise BatchError(f"cannot {where}: {_first_line(e)}") from None
+            raise BatchError(f"cannot {where}: {_first_line(e)}{_client_hint(self.s.address, e)}") from None
         node = ray.get_runtime_context().get_node_id()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -591,6 +591,17 @@ class Batch:
             "output_bytes_to_driver": c.bytes_back,
             "results": self.ledger.path,
         }
+
+
+def _client_hint(address: str | None, error: Exception) -> str:
+    """Ray Client (ray://) answers a cluster that wants a token it was not sent with a bare timeout."""
+    if not (address or "").startswith("ray://") or "timeout" not in str(error).lower():
+        return ""
+    return (
+        ". A cluster started with `ray start` (Ray 2.59 and later) asks for its token: set RAY_AUTH_MODE=token "
+        "in this shell (the token comes from RAY_AUTH_TOKEN or ~/.ray/auth_token; `ray get-auth-token` on the "
+        "head prints it), and check that the client port (10001) is open"
+    )
 
 
 def _check_reachable(address: str) -> None:
