@@ -11,6 +11,6 @@ PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -r requirements-cli.txt pytest
+.venv/bin/python -m pip install -q -r requirements-cli.txt pytest pytest-xdist
 .venv/bin/python -m pip install -q -r requirements-batch.txt  # Ray: the batch command only
 .venv/bin/python -c "import torch, diffusers, cv2; print('ready: torch', torch.__version__, '| diffusers', diffusers.__version__, '| opencv', cv2.__version__)"

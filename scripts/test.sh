@@ -5,7 +5,8 @@
 #      browser test, in the Python that runs that ComfyUI ($COMFYUI_PYTHON, default python3) with this
 #      extension's requirements-cli.txt, pytest, and for the browser test the `playwright` package and
 #      Chromium (see tests/test_live_host.py). Without COMFYUI_PATH this part is left out, and said so.
-# PERSONALIVE_NO_SKIP=1 (CI) turns every skipped test into a failure.
+# PERSONALIVE_NO_SKIP=1 (CI) turns every skipped test into a failure. The core part runs on
+# PERSONALIVE_TEST_WORKERS processes (pytest-xdist, default 2; a test file stays on one process).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 HOST_TESTS=(tests/test_nodes.py tests/test_nodes_footage.py tests/test_nodes_download.py tests/test_comfy_host.py tests/test_live_host.py)
@@ -22,7 +23,7 @@ ignore=(); for t in "${HOST_TESTS[@]}"; do ignore+=(--ignore "$t"); done
 [[ -n "${COMFYUI_PATH:-}" ]] || for t in "${COMFY_BATCH_TESTS[@]}"; do ignore+=(--ignore "$t"); done
 status=0
 run env -u COMFYUI_PATH PERSONALIVE_COMFYUI="${COMFYUI_PATH:-}" PERSONALIVE_COMFYUI_PYTHON="${COMFYUI_PYTHON:-python3}" \
-  ./.venv/bin/python -m pytest -q "${ignore[@]}" "$@" || status=$?
+  ./.venv/bin/python -m pytest -q -n "${PERSONALIVE_TEST_WORKERS:-2}" --dist loadfile "${ignore[@]}" "$@" || status=$?
 if [[ -n "${COMFYUI_PATH:-}" ]]; then
   run "${COMFYUI_PYTHON:-python3}" -m pytest -q "${HOST_TESTS[@]}" "$@" || status=$?
 else

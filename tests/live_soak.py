@@ -45,6 +45,7 @@ from personalive_core.streaming import session as session_mod
 MAX_MESSAGE = 64 * 1024
 CAMERA = (240, 320)  # camera frame (h, w) the clients send
 FRAME_TIMEOUT = 120  # s an admitted session may wait for one chunk's frames before it counts as starved
+STATUS_WAIT_S = 10  # s a finished chunk may take to show in the status route
 BEHAVIOURS = {
     "stream": 5,
     "garbage": 2,
@@ -329,9 +330,17 @@ class Soak:
                     ids += await self._frames(ws, 4, name)
             if ids != [WARMUP_ID] * 12 + [0, 1, 2, 3]:
                 self.problem(name, f"ids {ids}")
-            async with http.get(self.base + "personalive/status") as r:
-                streams = (await r.json())["streams"]
-            if len(streams) != 1 or streams[0]["latency_ms_p50"] is None:
+            # a chunk's latency is noted once its frames are sent (sending is its encode part), so the
+            # client may see the frames first: poll briefly rather than race that bookkeeping
+            end = time.monotonic() + STATUS_WAIT_S
+            while True:
+                async with http.get(self.base + "personalive/status") as r:
+                    streams = (await r.json())["streams"]
+                listed = len(streams) == 1 and streams[0]["latency_ms_p50"] is not None
+                if listed or time.monotonic() > end:
+                    break
+                await asyncio.sleep(0.05)
+            if not listed:
                 self.problem(name, f"status {streams}")
 
 
