@@ -12,7 +12,7 @@ from .. import pipelines
 from ..config import preset
 from ..live import TARGET, LiveEngine, TakeFolder, check_address, make_app, serve
 from ..runtime import process_settings
-from .options import add_config_arguments, config_from_args, log
+from .options import SPEED_FIELDS, add_config_arguments, config_from_args, log
 
 # what a live stream may set: the size, the device, the stream's options and the speed options
 LIVE_FIELDS = (
@@ -31,16 +31,7 @@ LIVE_FIELDS = (
     "max_keyframes",
     "first_keyframe_chunk",
     "official_quirks",
-    "channels_last",
-    "onednn_linear",
-    "reuse_memory",
-    "cudnn_benchmark",
-    "compile",
-    "static_step",
-    "sdpa",
-    "fp8_linear",
-    "cache_reference_kv",
-    "compile_backend",
+    *SPEED_FIELDS,
 )
 
 

@@ -13,11 +13,8 @@ from ..config import ConfigError, FieldInfo, StreamConfig, fields_of
 
 # the fields of a render (and a batch job): every field of the config
 RENDER_FIELDS = tuple(fields_of(StreamConfig))
-# what a benchmark may set: where it runs and how fast
-BENCH_FIELDS = (
-    "size",
-    "device",
-    "dtype",
+# the speed options that bench and live take
+SPEED_FIELDS = (
     "channels_last",
     "onednn_linear",
     "reuse_memory",
@@ -29,6 +26,8 @@ BENCH_FIELDS = (
     "cache_reference_kv",
     "compile_backend",
 )
+# what a benchmark may set: where it runs and how fast
+BENCH_FIELDS = ("size", "device", "dtype", *SPEED_FIELDS)
 
 
 def log(msg: str) -> None:
